@@ -1,0 +1,44 @@
+# khmer-ocr: `make run` runs the main job, `make test` runs the tests. Both set up what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STATE ?= .khmer-ocr
+# This machine keeps a CPU build of torch 2.13.0 on disk: pin it so pip takes that file, not a multi-GB CUDA
+# build. Elsewhere pip picks the build the platform offers.
+TORCH_PIN := $(if $(wildcard /opt/wheels/torch-2.13.0*.whl),-c requirements/torch-local.txt,)
+PIP := $(BIN)/python -m pip install -q -c requirements/constraints.txt $(TORCH_PIN)
+QUIET_PIP := 2>&1 | { grep -v -E "is ignored: it is neither|BuildBackendWarning|^ *return|^ *!!|\*{8}|Please be careful|name as your package|with strategy|^ *$$" || true; }
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system venv run test lint bench clean
+
+setup: system venv
+
+system:
+	@bash infra/setup/system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-local.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (versions pinned by requirements/constraints.txt)"
+	@set -o pipefail; $(PIP) "torch>=2.4" $(QUIET_PIP)
+	@set -o pipefail; $(PIP) -e ".[dev]" $(QUIET_PIP)
+	@touch $(STAMP)
+
+run: setup
+	@$(BIN)/khmer-ocr demo --state $(STATE)
+
+test: setup lint
+	@$(BIN)/python -m pytest -q tests
+
+lint: venv
+	@$(BIN)/ruff check khmer_ocr tests bench
+	@$(BIN)/ruff format --check khmer_ocr tests bench
+
+bench: setup
+	@$(BIN)/python bench/generation.py
+
+clean:
+	rm -rf $(STATE)

@@ -1,0 +1,190 @@
+"""The `khmer-ocr` command line: each subcommand is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from khmer_ocr import __version__
+
+DESCRIPTION = """\
+khmer-ocr: synthetic Khmer text-line data, recognizer training, registry and serving.
+
+Typical use:
+  khmer-ocr generate --profile demo --out data/demo      render a small validated dataset
+  khmer-ocr validate data/demo                           check it with Great Expectations
+  khmer-ocr fonts                                        list Khmer fonts and their roles
+  khmer-ocr demo                                         what `make run` does
+"""
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="render a synthetic Khmer text-line dataset (resumable, parallel)",
+        description="Render a versioned dataset of Khmer text-line images: image shards, manifest.jsonl, "
+        "card.json/card.md, charset.json and a samples.png grid. Re-running with the same config resumes "
+        "or does nothing; a larger --num-samples extends the dataset.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="a data config YAML (see khmer_ocr/configs/data/)")
+    src.add_argument("--profile", choices=["demo", "full"], help="a packaged data profile")
+    p.add_argument("--out", required=True, help="dataset folder or s3://bucket/prefix")
+    p.add_argument("--num-samples", type=int, help="number of lines (overrides the config)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set text.latin_prob=0.1 (repeatable)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --out first")
+    p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations validation")
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="validate a dataset with Great Expectations (exit 1 if it fails)",
+        description="Run the dataset expectation suite (labels, charset, normal form, sizes, blank images, "
+        "files and checksums, font/difficulty balance, reserved fonts, unique ids, disjoint splits). Writes "
+        "validation.json and validation.html; exits 0 when every check passes, 1 otherwise.",
+    )
+    p.add_argument("dataset", help="dataset folder or s3://bucket/prefix")
+    p.add_argument("--report-dir", help="where to write the reports (default: the dataset folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
+    _add_validate(sub)
+    p = sub.add_parser(
+        "fonts",
+        help="list the installed Khmer fonts and their roles",
+        description="List installed Khmer fonts: train, unseen (held-out test font) or "
+        "reserved (evaluation only, never used to generate data).",
+    )
+    p.add_argument("--config", type=Path, help="a data config YAML whose font settings to apply")
+    p = sub.add_parser(
+        "demo",
+        help="generate and validate the demo dataset (what `make run` does)",
+        description="Generate the demo dataset, validate it and print where to look.",
+    )
+    p.add_argument("--state", default=".khmer-ocr", help="state folder for datasets and logs")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from khmer_ocr.config import load_config, profile_path
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import generate_dataset
+
+    path = args.config if args.config else profile_path("data", args.profile)
+    overrides = list(args.overrides)
+    if args.num_samples is not None:
+        overrides.append(f"num_samples={args.num_samples}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg = load_config(DataConfig, path, overrides)
+    result = generate_dataset(cfg, args.out, workers=args.workers, overwrite=args.overwrite)
+    print(
+        f"dataset {result.version}: {result.num_samples} lines at {result.uri} "
+        f"({result.generated} rendered in {result.seconds:.1f} s)"
+    )
+    print(f"sample grid: {_path(result.uri, 'samples.png')}")
+    if args.no_validate:
+        return 0
+    return _validate_and_report(result.uri, None)
+
+
+def _path(uri: str, name: str) -> str:
+    from khmer_ocr import storage
+
+    return storage.join(uri if storage.is_s3(uri) else os.path.abspath(uri), name)
+
+
+def _validate_and_report(uri: str, report_dir: str | None) -> int:
+    from khmer_ocr import storage
+    from khmer_ocr.data.validate import validate_dataset
+
+    if report_dir is None and not storage.is_s3(uri):
+        report_dir = uri
+    report = validate_dataset(uri, report_dir=report_dir)
+    print(report.summary())
+    if report_dir:
+        print(f"report: {_path(str(report_dir), 'validation.html')}")
+    return 0 if report.success else 1
+
+
+def _fonts(args: argparse.Namespace) -> int:
+    from khmer_ocr.config import load_config
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.fonts import discover_fonts
+
+    cfg = load_config(DataConfig, args.config)
+    fonts = discover_fonts(cfg.fonts)
+    width = max((len(f.name) for f in fonts), default=4)
+    print(f"{'name':<{width}}  {'role':<8}  family / style / path")
+    for f in fonts:
+        print(f"{f.name:<{width}}  {f.role:<8}  {f.family} / {f.style} / {f.path}")
+    print(
+        f"{sum(f.role == 'train' for f in fonts)} train, {sum(f.role == 'unseen' for f in fonts)} unseen, "
+        f"{sum(f.role == 'reserved' for f in fonts)} reserved for evaluation"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from khmer_ocr.config import load_config, profile_path
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import generate_dataset
+
+    cfg = load_config(DataConfig, profile_path("data", "demo"))
+    out = Path(args.state, "datasets", cfg.name)
+    result = generate_dataset(cfg, out, workers=args.workers)
+    print(
+        f"dataset {result.version}: {result.num_samples} lines at {out.resolve()} "
+        f"({result.generated} rendered in {result.seconds:.1f} s)"
+    )
+    rc = _validate_and_report(str(out), None)
+    print(f"sample grid: {_path(str(out), 'samples.png')}")
+    print(f"dataset card: {_path(str(out), 'card.md')}")
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    from khmer_ocr.config import ConfigError
+    from khmer_ocr.data.dataset import DatasetError
+    from khmer_ocr.data.fonts import FontError
+    from khmer_ocr.data.sources import TextSourceError
+    from khmer_ocr.storage import StorageError
+
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "generate": _generate,
+        "validate": lambda a: _validate_and_report(a.dataset, a.report_dir),
+        "fonts": _fonts,
+        "demo": _demo,
+    }
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DatasetError, FontError, TextSourceError, StorageError) as exc:
+        print(f"khmer-ocr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("khmer-ocr: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

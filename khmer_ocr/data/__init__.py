@@ -1,0 +1,1 @@
+"""Synthetic Khmer text-line data: text sources, fonts, rendering, augmentation, datasets, validation."""

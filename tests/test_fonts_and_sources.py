@@ -1,0 +1,105 @@
+"""Fonts (discovery, roles, shaping check) and text sources (validity, determinism, bounds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from khmer_ocr.data.config import FontConfig, TextConfig
+from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, select_fonts
+from khmer_ocr.data.sources import LineComposer, TextSourceError, number, place, syllable_word
+from khmer_ocr.script import default_charset, is_normalized
+from khmer_ocr.script.clusters import invalid_clusters
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    return select_fonts(FontConfig())
+
+
+def test_at_least_eight_training_fonts_and_reserved_ones_kept_out(fonts) -> None:
+    train, unseen = fonts
+    assert len(train) >= 8
+    families = {f.family for f in train}
+    assert {"Khmer OS", "Noto Sans Khmer"} <= families
+    assert not families & {"Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"}
+    assert [f.name for f in unseen] == ["KhmerOSsiemreap"]
+    reserved = {f.family for f in discover_fonts(FontConfig()) if f.role == "reserved"}
+    assert reserved == {"Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"}
+
+
+def test_bad_font_settings_give_clear_errors(tmp_path) -> None:
+    with pytest.raises(FontError, match="unknown font 'NoSuchFont'"):
+        select_fonts(FontConfig(unseen=["NoSuchFont"]))
+    with pytest.raises(FontError, match="font path does not exist"):
+        select_fonts(FontConfig(dirs=[str(tmp_path / "missing")]))
+    with pytest.raises(FontError, match="reserved for evaluation"):
+        select_fonts(FontConfig(include=["Mondulkiri-R"], reserved_families=["Khmer Mondulkiri"]))
+    with pytest.raises(FontError, match="at least 8 are required"):
+        select_fonts(FontConfig(include=["KhmerOS", "KhmerOSbattambang"]))
+
+
+def test_shaping_check_flags_missing_glyphs_and_dotted_circles(fonts) -> None:
+    train, _ = fonts
+    noto = ShapingChecker(next(f.path for f in train if f.name == "NotoSansKhmer-Regular"))
+    assert noto.ok("ព្រះរាជាណាចក្រកម្ពុជា")
+    assert any("missing glyph for U+0041" in p for p in noto.problems("ABC"))  # Noto Sans Khmer has no Latin
+    assert any("dotted circle" in p for p in noto.problems("\u17b6ក"))  # a vowel with no base
+
+
+def test_rule_based_syllables_shape_cleanly_in_every_training_font(fonts) -> None:
+    train, unseen = fonts
+    checkers = [ShapingChecker(f.path) for f in train + unseen]
+    rng = np.random.default_rng(0)
+    words = [syllable_word(rng) for _ in range(1500)]
+    for w in words:
+        assert is_normalized(w) and invalid_clusters(w) == [], w
+        for checker in checkers:
+            assert not [p for p in checker.problems(w) if "dotted circle" in p], w
+
+
+def test_composer_lines_are_normalized_in_charset_and_within_bounds() -> None:
+    composer = LineComposer(TextConfig())
+    charset = default_charset()
+    sources = set()
+    for i in range(600):
+        rng = np.random.default_rng([3, i])
+        lo, hi = [(2, 12), (10, 40), (30, 80)][i % 3]
+        text, source = composer.compose(rng, (lo, hi))
+        sources.add(source)
+        assert lo <= len(text) <= hi, (text, lo, hi)
+        assert is_normalized(text) and not charset.unknown(text), text
+        assert not invalid_clusters(text), text
+    assert sources == {"words", "syllables", "places", "numbers"}
+
+
+def test_sources_are_deterministic() -> None:
+    composer = LineComposer(TextConfig())
+    a = [composer.compose(np.random.default_rng([9, i]), (10, 40)) for i in range(50)]
+    b = [composer.compose(np.random.default_rng([9, i]), (10, 40)) for i in range(50)]
+    assert a == b
+    assert place(np.random.default_rng(1)) == place(np.random.default_rng(1))
+    assert number(np.random.default_rng(2)) == number(np.random.default_rng(2))
+
+
+def test_corpus_source_reads_user_files(tmp_path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("សួស្តី\u200bពិភពលោក\nΩΩΩ not khmer ΩΩΩ\n\nការអប់រំ\n", encoding="utf-8")
+    composer = LineComposer(TextConfig(sources={"corpus": 1.0}, corpus_files=[str(corpus)], latin_prob=0))
+    texts = {composer.compose(np.random.default_rng(i), (2, 80))[0] for i in range(40)}
+    corpus_chars = set("សួស្តីពិភពលោកការអប់រំ ")
+    assert all(set(t.rstrip("។៕៖!?ៗ,")) <= corpus_chars and not invalid_clusters(t) for t in texts), texts
+    assert any("សួស្តីពិភពលោក" in t for t in texts) and any("ការអប់រំ" in t for t in texts)
+
+
+def test_bad_text_settings_give_clear_errors(tmp_path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(TextSourceError, match="no usable Khmer line"):
+        LineComposer(TextConfig(sources={"corpus": 1.0}, corpus_files=[str(empty)]))
+    with pytest.raises(TextSourceError, match="cannot read corpus file"):
+        LineComposer(TextConfig(sources={"corpus": 1.0}, corpus_files=[str(tmp_path / "nope.txt")]))
+    with pytest.raises(TextSourceError, match="unknown text source"):
+        LineComposer(TextConfig(sources={"news": 1.0}))
+    with pytest.raises(TextSourceError, match=r"needs text\.corpus_files"):
+        LineComposer(TextConfig(sources={"corpus": 1.0}))
