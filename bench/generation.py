@@ -46,7 +46,7 @@ def stage_times(n: int) -> list[tuple[str, float]]:
         t3 = time.perf_counter()
         mask = augment.geometric(mask, rng, cfg.level(level), cfg.image_height, cfg.max_width)
         t4 = time.perf_counter()
-        img = augment.photometric(np.asarray(mask), rng, cfg.level(level))
+        img = augment.photometric(mask, rng, cfg.level(level))
         t5 = time.perf_counter()
         from khmer_ocr.data.generate import Sample
 

@@ -1,17 +1,17 @@
 """Geometric and photometric augmentation of line images, driven by a curriculum level and a seeded rng.
 
-Geometric steps work on the ink coverage mask (rotation, shear, perspective, then scaling to the target
-height); photometric steps compose ink over paper and degrade the result (texture, illumination gradient,
-contrast, brightness, Gaussian and motion blur, noise, down-and-up scaling, JPEG artefacts, inversion).
+Geometric steps work on the ink coverage mask (rotation, shear, perspective and the scaling to the target
+height, as one warp); photometric steps compose ink over paper and degrade the result (texture,
+illumination gradient, contrast, brightness, Gaussian and motion blur, noise, down-and-up scaling, JPEG
+artefacts, inversion). Images are 2-D uint8 arrays; OpenCV does the resampling and filtering.
 """
 
 from __future__ import annotations
 
-import io
 import math
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFilter
 
 from khmer_ocr.data.config import LevelConfig
 
@@ -21,11 +21,11 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 
 
 def geometric(
-    mask: Image.Image, rng: np.random.Generator, lv: LevelConfig, height: int, max_width: int
-) -> Image.Image:
-    """Shear, rotation, a perspective warp and the scaling to the target height as one homography, so the
-    line is resampled once, at output resolution; the canvas grows so that nothing is cut."""
-    w, h = mask.size
+    mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig, height: int, max_width: int
+) -> np.ndarray:
+    """Shear, rotation, a perspective warp and the scaling to the target height as one warp, so the line
+    is resampled once, at output resolution; the canvas grows so that nothing is cut."""
+    h, w = mask.shape
     # a long line turns at most so far that its ends move a third of its height: real line crops are
     # deskewed or tall, and a steeper turn would shrink the text to a sliver when scaled to the height
     max_turn = min(lv.rotation, math.degrees(math.atan(h / (3.0 * w))))
@@ -34,31 +34,26 @@ def geometric(
     if not (angle or shear or lv.perspective):
         return fit_height(mask, height, max_width)
     c, s = math.cos(angle), math.sin(angle)
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
-    dst = src @ np.array([[c, -s + c * shear], [s, c + s * shear]]).T  # shear (x += shear * y), then rotate
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    dst = src @ np.array([[c, -s + c * shear], [s, c + s * shear]], np.float32).T  # shear, then rotate
     if lv.perspective:
-        dst += rng.uniform(-lv.perspective * h, lv.perspective * h, size=(4, 2))
+        dst += rng.uniform(-lv.perspective * h, lv.perspective * h, size=(4, 2)).astype(np.float32)
     dst -= dst.min(0)
     scale = height / dst[:, 1].max()
     dst[:, 1] *= scale
     dst[:, 0] *= min(scale, max_width / dst[:, 0].max())  # squeezed only beyond max_width
-    out_w = max(1, math.ceil(dst[:, 0].max()))
-    # PIL maps output -> input: solve the homography that takes dst (output) corners to src (input) corners
-    a = np.zeros((8, 8))
-    for k, ((x, y), (u, v)) in enumerate(zip(dst, src, strict=True)):
-        a[2 * k] = [x, y, 1, 0, 0, 0, -u * x, -u * y]
-        a[2 * k + 1] = [0, 0, 0, x, y, 1, -v * x, -v * y]
-    coeffs = np.linalg.solve(a, src.reshape(-1))
-    return mask.transform(
-        (out_w, height), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR
-    )
+    size = (max(1, math.ceil(dst[:, 0].max())), height)
+    if not lv.perspective:
+        return cv2.warpAffine(mask, cv2.getAffineTransform(src[:3], dst[:3]), size, flags=cv2.INTER_LINEAR)
+    return cv2.warpPerspective(mask, cv2.getPerspectiveTransform(src, dst), size, flags=cv2.INTER_LINEAR)
 
 
-def fit_height(mask: Image.Image, height: int, max_width: int) -> Image.Image:
+def fit_height(image: np.ndarray, height: int, max_width: int) -> np.ndarray:
     """Scale to the target height keeping the aspect ratio (squeezed only beyond max_width)."""
-    w, h = mask.size
+    h, w = image.shape
     new_w = max(1, min(max_width, round(w * height / max(h, 1))))
-    return mask.resize((new_w, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    shrink = height < h
+    return cv2.resize(image, (new_w, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 _NOISE_BANK = np.random.default_rng(20261125).standard_normal(1 << 20).astype(np.float32)
@@ -80,7 +75,7 @@ def paper(rng: np.random.Generator, shape: tuple[int, int], level: float, textur
     if not textured:
         return np.full(shape, level, np.float32)
     small = gaussian_noise(rng, (max(2, h // 12), max(2, w // 12)))
-    mottle = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    mottle = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     bg = level + 0.035 * mottle + 0.012 * gaussian_noise(rng, shape)
     for _ in range(int(rng.integers(0, 4))):  # fibres
         y = int(rng.integers(0, h))
@@ -94,15 +89,17 @@ def _gradient(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """A multiplicative illumination ramp in a random direction, from 1 down to 1 - strength."""
     h, w = shape
     theta = rng.uniform(0, 2 * math.pi)
-    xs = np.linspace(0.0, math.cos(theta), w, dtype=np.float32)[None, :]
-    ys = np.linspace(0.0, math.sin(theta), h, dtype=np.float32)[:, None]
-    ramp = xs + ys
+    ramp = (
+        np.linspace(0.0, math.cos(theta), w, dtype=np.float32)[None, :]
+        + np.linspace(0.0, math.sin(theta), h, dtype=np.float32)[:, None]
+    )
     ramp -= ramp.min()
     ramp /= max(float(ramp.max()), 1e-6)
     return 1.0 - float(rng.uniform(0.1, 0.35)) * ramp
 
 
-def _motion_kernel(rng: np.random.Generator) -> ImageFilter.Kernel:
+def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
+    """A 5-tap line kernel: horizontal, diagonal or vertical camera shake."""
     k = np.zeros((5, 5), np.float32)
     direction = int(rng.integers(3))
     if direction == 0:
@@ -111,39 +108,43 @@ def _motion_kernel(rng: np.random.Generator) -> ImageFilter.Kernel:
         np.fill_diagonal(k, 1)
     else:
         k[:, 2] = 1
-    return ImageFilter.Kernel((5, 5), k.ravel().tolist(), scale=float(k.sum()))
+    return k / k.sum()
 
 
 def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> np.ndarray:
     """Compose ink over paper and degrade it; returns uint8 grayscale, dark text on light unless inverted."""
-    alpha = mask.astype(np.float32) * (1.0 / 255.0)
-    bg = paper(rng, alpha.shape, _uniform(rng, lv.paper) / 255.0, rng.random() < lv.background_prob)
-    ink = _uniform(rng, lv.gray_ink) / 255.0
-    img = bg + (ink - bg) * alpha
-    if rng.random() < lv.gradient_prob:
-        img *= _gradient(rng, img.shape)
+    level, ink = _uniform(rng, lv.paper) / 255.0, _uniform(rng, lv.gray_ink) / 255.0
+    textured, lit = rng.random() < lv.background_prob, rng.random() < lv.gradient_prob
     contrast, brightness = _uniform(rng, lv.contrast), _uniform(rng, lv.brightness)
+    if textured or lit:
+        alpha = mask.astype(np.float32) * (1.0 / 255.0)
+        bg = paper(rng, alpha.shape, level, textured)
+        img = bg + (ink - bg) * alpha
+        if lit:
+            img *= _gradient(rng, img.shape)
+    else:  # flat paper: the whole composition is a function of the mask value, so a 256-entry table
+        img = level + (ink - level) * np.linspace(0.0, 1.0, 256, dtype=np.float32)
     if contrast != 1.0 or brightness:
         img = (img - 0.5) * contrast + 0.5 + brightness
-    out = Image.fromarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if not (textured or lit):
+        out = out[mask]
     if rng.random() < lv.blur_prob:
-        out = out.filter(ImageFilter.GaussianBlur(_uniform(rng, lv.blur_sigma)))
+        out = cv2.GaussianBlur(out, (0, 0), _uniform(rng, lv.blur_sigma))
     if rng.random() < lv.motion_blur_prob:
-        out = out.filter(_motion_kernel(rng))
+        out = cv2.filter2D(out, -1, _motion_kernel(rng))
     if rng.random() < lv.downup_prob:
-        w, h = out.size
+        h, w = out.shape
         f = _uniform(rng, lv.downup_scale)
-        out = out.resize((max(1, int(w * f)), max(1, int(h * f))), Image.Resampling.BILINEAR).resize(
-            (w, h), Image.Resampling.BILINEAR
-        )
-    arr = np.asarray(out)
+        small = cv2.resize(out, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < lv.noise_prob:
-        noisy = arr.astype(np.float32) + _uniform(rng, lv.noise_std) * gaussian_noise(rng, arr.shape)
-        arr = np.clip(noisy, 0, 255).astype(np.uint8)
+        noisy = out.astype(np.float32) + _uniform(rng, lv.noise_std) * gaussian_noise(rng, out.shape)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
     if rng.random() < lv.jpeg_prob:
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="JPEG", quality=int(rng.integers(*lv.jpeg_quality)))
-        arr = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+        quality = int(rng.integers(*lv.jpeg_quality))
+        _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     if rng.random() < lv.invert_prob:
-        arr = 255 - arr
-    return np.ascontiguousarray(arr)
+        out = 255 - out
+    return np.ascontiguousarray(out)

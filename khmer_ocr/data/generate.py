@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from khmer_ocr.data.config import DataConfig
@@ -56,6 +57,7 @@ class SampleFactory:
     """Deterministic: sample i depends only on (cfg, seed, i), never on the worker that makes it."""
 
     def __init__(self, cfg: DataConfig) -> None:
+        cv2.setNumThreads(1)  # parallelism comes from worker processes, one line per core at a time
         self.cfg = cfg
         self.train_fonts, self.unseen_fonts = select_fonts(cfg.fonts)
         self.composer = LineComposer(cfg.text)

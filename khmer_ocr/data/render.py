@@ -70,8 +70,8 @@ def line_ink(text: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
 
 def render_mask(
     text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generator, lv: LevelConfig
-) -> Image.Image:
-    """Ink coverage (mode L, 255 = ink) of the line with random margins; with baseline jitter the line
+) -> np.ndarray:
+    """Ink coverage (uint8, 255 = ink) of the line with random margins; with baseline jitter the line
     rides a gentle wave, as on a curled page."""
     ink = line_ink(text, font)
     h, w = ink.shape
@@ -86,7 +86,7 @@ def render_mask(
         shift = np.rint(amp * np.sin(2 * np.pi * cols / period + rng.uniform(0, 2 * np.pi))).astype(int)
         rows = (np.arange(canvas.shape[0])[:, None] - shift[None, :]) % canvas.shape[0]
         canvas = canvas[rows, cols[None, :]]
-    return Image.fromarray(canvas)
+    return canvas
 
 
 class LineRenderer:
@@ -101,4 +101,4 @@ class LineRenderer:
         size = int(rng.integers(self.cfg.fonts.size[0], self.cfg.fonts.size[1] + 1))
         mask = render_mask(text, load_font(font.path, size), rng, lv)
         mask = augment.geometric(mask, rng, lv, self.cfg.image_height, self.cfg.max_width)
-        return augment.photometric(np.asarray(mask), rng, lv)
+        return augment.photometric(mask, rng, lv)
