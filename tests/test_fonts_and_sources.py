@@ -103,3 +103,15 @@ def test_bad_text_settings_give_clear_errors(tmp_path) -> None:
         LineComposer(TextConfig(sources={"news": 1.0}))
     with pytest.raises(TextSourceError, match=r"needs text\.corpus_files"):
         LineComposer(TextConfig(sources={"corpus": 1.0}))
+
+
+def test_refuses_to_run_without_raqm(monkeypatch) -> None:
+    from PIL import features
+
+    from khmer_ocr.data.fonts import require_raqm
+
+    require_raqm()  # this machine's Pillow has it
+    real_check = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "raqm" else real_check(name))
+    with pytest.raises(FontError, match="no RAQM layout engine"):
+        select_fonts(FontConfig())

@@ -12,6 +12,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
 import time
@@ -97,6 +98,7 @@ def _make_shard(args: tuple[int, range, str, int]) -> tuple[int, str, list[dict]
 
 def _init_worker(cfg_dict: dict) -> None:
     global _FACTORY
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     if _FACTORY is None:  # forked workers inherit the parent's factory
         _FACTORY = SampleFactory(from_dict(DataConfig, cfg_dict))
 
@@ -212,10 +214,10 @@ def generate_dataset(
         disable=not progress,
         smoothing=0.05,
     )
+    pool = None
     try:
         if workers == 1 or len(todo) <= 1:
             results = map(_make_shard, todo)
-            pool = None
         else:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             pool = ctx.Pool(workers, initializer=_init_worker, initargs=(to_dict(cfg),))
@@ -233,6 +235,10 @@ def generate_dataset(
         if pool is not None:
             pool.close()
             pool.join()
+    except BaseException:
+        if pool is not None:  # interrupted: stop the workers; finished shards stay, a re-run resumes
+            pool.terminate()
+        raise
     finally:
         bar.close()
     records = [r for k in sorted(done) for r in done[k]]
