@@ -83,14 +83,22 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
     data[last] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load cls from a YAML file (missing keys keep their defaults) and apply `a.b=value` overrides.
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    layers: list[str | Path] | None = None,
+) -> T:
+    """Load cls from a YAML file (missing keys keep their defaults), merge YAML layers on top (a profile,
+    say), then apply `a.b=value` overrides.
 
     A file may start with `extends: other.yaml` (relative to itself) to build on another file.
     """
     data: dict = {}
     if path is not None:
         data = _read_yaml(Path(path))
+    for layer in layers or []:
+        data = _merge(data, _read_yaml(Path(layer)))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -126,9 +134,11 @@ def save_config(obj: Any, path: str | Path) -> None:
 
 
 def profile_path(kind: str, name: str) -> Path:
-    """The packaged YAML for a named profile, e.g. profile_path("data", "demo")."""
+    """The packaged YAML for a named profile, e.g. profile_path("data", "demo") or
+    profile_path("train", "phase3_1/baseline_optimized")."""
     path = CONFIG_DIR / kind / f"{name}.yaml"
     if not path.is_file():
-        choices = sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+        folder = (CONFIG_DIR / kind / name).parent
+        choices = sorted(str(p.relative_to(CONFIG_DIR / kind))[:-5] for p in folder.glob("*.yaml"))
         raise ConfigError(f"unknown {kind} profile {name!r}; choose one of {choices}")
     return path

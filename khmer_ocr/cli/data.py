@@ -1,23 +1,10 @@
-"""The `khmer-ocr` command line: each subcommand is a thin call into the library."""
+"""`khmer-ocr` data commands: generate, validate, fonts, demo."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
-
-from khmer_ocr import __version__
-
-DESCRIPTION = """\
-khmer-ocr: synthetic Khmer text-line data, recognizer training, registry and serving.
-
-Typical use:
-  khmer-ocr generate --profile demo --out data/demo      render a small validated dataset
-  khmer-ocr validate data/demo                           check it with Great Expectations
-  khmer-ocr fonts                                        list Khmer fonts and their roles
-  khmer-ocr demo                                         what `make run` does
-"""
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +17,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="a data config YAML (see khmer_ocr/configs/data/)")
-    src.add_argument("--profile", choices=["demo", "full"], help="a packaged data profile")
+    src.add_argument("--profile", choices=["demo", "reference", "full"], help="a packaged data profile")
     p.add_argument("--out", required=True, help="dataset folder or s3://bucket/prefix")
     p.add_argument("--num-samples", type=int, help="number of lines (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
@@ -59,12 +46,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-dir", help="where to write the reports (default: the dataset folder)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_commands(sub: argparse._SubParsersAction) -> dict:
+    """Register the data subcommands; returns their handlers by name."""
     _add_generate(sub)
     _add_validate(sub)
     p = sub.add_parser(
@@ -81,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state", default=".khmer-ocr", help="state folder for datasets and logs")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
-    return parser
+    return {
+        "generate": _generate,
+        "validate": lambda a: _validate_and_report(a.dataset, a.report_dir),
+        "fonts": _fonts,
+        "demo": _demo,
+    }
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -160,31 +148,3 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"sample grid: {_path(str(out), 'samples.png')}")
     print(f"dataset card: {_path(str(out), 'card.md')}")
     return rc
-
-
-def main(argv: list[str] | None = None) -> int:
-    from khmer_ocr.config import ConfigError
-    from khmer_ocr.data.dataset import DatasetError
-    from khmer_ocr.data.fonts import FontError
-    from khmer_ocr.data.sources import TextSourceError
-    from khmer_ocr.storage import StorageError
-
-    args = build_parser().parse_args(argv)
-    handlers = {
-        "generate": _generate,
-        "validate": lambda a: _validate_and_report(a.dataset, a.report_dir),
-        "fonts": _fonts,
-        "demo": _demo,
-    }
-    try:
-        return handlers[args.command](args)
-    except (ConfigError, DatasetError, FontError, TextSourceError, StorageError) as exc:
-        print(f"khmer-ocr: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("khmer-ocr: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

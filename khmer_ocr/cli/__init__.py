@@ -1,0 +1,62 @@
+"""The `khmer-ocr` command line: each subcommand is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from khmer_ocr import __version__
+
+DESCRIPTION = """\
+khmer-ocr: synthetic Khmer text-line data, recognizer training, registry and serving.
+
+Typical use:
+  khmer-ocr generate --profile demo --out data/demo      render a small validated dataset
+  khmer-ocr validate data/demo                           check it with Great Expectations
+  khmer-ocr fonts                                        list Khmer fonts and their roles
+  khmer-ocr demo                                         what `make run` does
+"""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    from khmer_ocr.cli import data, model
+
+    parser = argparse.ArgumentParser(
+        prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers = {**data.add_commands(sub), **model.add_commands(sub)}
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    from khmer_ocr.config import ConfigError
+    from khmer_ocr.data.dataset import DatasetError
+    from khmer_ocr.data.fonts import FontError
+    from khmer_ocr.data.sources import TextSourceError
+    from khmer_ocr.errors import ExportError, ModelLoadError
+    from khmer_ocr.storage import StorageError
+
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return handlers[args.command](args)
+    except (
+        ConfigError,
+        DatasetError,
+        FontError,
+        TextSourceError,
+        StorageError,
+        ModelLoadError,
+        ExportError,
+    ) as exc:
+        print(f"khmer-ocr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("khmer-ocr: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""`khmer-ocr` model commands: train, tune (phase 3.1), evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> dict:
+    """Register the model subcommands; returns their handlers by name."""
+    p = sub.add_parser(
+        "train",
+        help="train one configuration (a phase config name or a YAML file)",
+        description="Train a recognizer on a generated dataset. CONFIG is a packaged name "
+        "(phase3_1/conservative_small ... phase3_1/ctc_alignment_free, phase3_2, production_fast) or a YAML "
+        "file. Re-running with the same --out resumes exactly from the last checkpoint.",
+    )
+    p.add_argument("config", help="config name or YAML path")
+    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, history.json")
+    p.add_argument("--profile", choices=["demo", "full"], help="scale the config: demo = minutes on a CPU")
+    p.add_argument("--init-from", help="transfer from a checkpoint, model folder or models:/name@alias")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=0.0005 (repeatable)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        help="record the run in MLflow at this tracking URI (http://host:port, sqlite:///file.db); "
+        "default: $MLFLOW_TRACKING_URI; neither given: no tracking",
+    )
+    p = sub.add_parser(
+        "tune",
+        help="phase 3.1: train the seven configurations and pick the best",
+        description="Train every phase-3.1 configuration on the dataset and compare them; the best by "
+        "validation character accuracy is written to OUT/best.json, the table to OUT/comparison.md.",
+    )
+    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
+    p.add_argument("--out", required=True, help="folder for the runs")
+    p.add_argument("--profile", choices=["demo", "full"], default="demo")
+    p.add_argument("--only", nargs="+", help="a subset of the configurations")
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        help="record each configuration's run in MLflow at this tracking URI; default: "
+        "$MLFLOW_TRACKING_URI; neither given: no tracking",
+    )
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model on a dataset's test splits against the milestone gates",
+        description="Character accuracy (1 - CER over NFC code points), sequence accuracy, cluster CER, "
+        "per-class errors and batch-1 latency on one thread; gates from khmer_ocr/configs/gates. Prints the "
+        "report and writes it as JSON; exits 1 if a gate fails.",
+    )
+    p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
+    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
+    p.add_argument("--splits", nargs="+", default=["test", "test_unseen_font"])
+    p.add_argument("--gates", default="milestones", help="gate set name or YAML path")
+    p.add_argument("--max-lines", type=int, help="at most this many lines per split")
+    p.add_argument("--report", default="evaluation.json", help="where to write the JSON report")
+    p = sub.add_parser(
+        "predict",
+        help="recognize text-line images",
+        description='Writes one JSON object per image: {"image", "text", "confidence"}; an unreadable image '
+        'gets {"image", "error"} and the rest still run.',
+    )
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
+    p.add_argument("--manifest", help='JSON lines with an "image" field, relative to the manifest\'s folder')
+    p.add_argument("--output", help="write JSON lines here instead of standard output")
+    p = sub.add_parser(
+        "export",
+        help="export a CTC model to TorchScript, checked against the eager model",
+        description="Traces the model and checks it against eager PyTorch at several widths, then writes it.",
+    )
+    p.add_argument("--model", help="model folder (default: the reference model)")
+    p.add_argument("--out", required=True, help="TorchScript file to write")
+    return {"train": _train, "tune": _tune, "evaluate": _evaluate, "predict": _predict, "export": _export}
+
+
+def _export(args: argparse.Namespace) -> int:
+    from khmer_ocr.export import export_torchscript
+    from khmer_ocr.inference import REFERENCE_MODEL
+
+    result = export_torchscript(args.model or REFERENCE_MODEL, args.out)
+    print(f"exported {result.path} (max |logit diff| vs eager {result.max_abs_diff:.1e}, same decoding)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from khmer_ocr.training.phases import train_config
+
+    run = train_config(
+        args.config,
+        args.data,
+        args.out,
+        args.profile,
+        args.overrides,
+        args.init_from,
+        tracking_uri=args.tracking_uri,
+    )
+    print(
+        f"{run.name}: best epoch {run.result.best_epoch}, val char accuracy {run.val_char_accuracy:.2%}, "
+        f"val sequence accuracy {run.val_sequence_accuracy:.2%}; model at {run.result.model_dir}"
+    )
+    if run.run_id:
+        print(f"MLflow run: {run.run_id} (model: runs:/{run.run_id}/model)")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from khmer_ocr.training.config import PHASE3_1
+    from khmer_ocr.training.phases import comparison_table, run_phase3_1
+
+    best, runs = run_phase3_1(
+        args.data, args.out, args.profile, tuple(args.only or PHASE3_1), tracking_uri=args.tracking_uri
+    )
+    print(comparison_table(runs))
+    print(f"best: {best.name} ({best.result.model_dir})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from khmer_ocr.evaluation.evaluate import evaluate
+
+    report = evaluate(args.model, args.data, tuple(args.splits), args.gates, args.max_lines)
+    print(report.summary())
+    print(f"report: {report.write(args.report)}")
+    return 0 if report.passed else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from khmer_ocr.inference import Recognizer
+
+    items: list[tuple[str, Path]] = [(im, Path(im)) for im in args.images]
+    if args.manifest:
+        root = Path(args.manifest).parent
+        for line in Path(args.manifest).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                name = json.loads(line)["image"]
+                items.append((name, root / name))
+    if not items:
+        raise ValueError("no images: give image files or --manifest")
+    recognizer = Recognizer.load(args.model)
+    rows: list[dict] = []
+    readable = []
+    for name, path in items:
+        rows.append({"image": name})
+        try:
+            readable.append((len(rows) - 1, recognizer.read_image(path)))
+        except (OSError, ValueError) as exc:
+            rows[-1]["error"] = str(exc)
+    preds = recognizer.predict([im for _, im in readable]) if readable else []
+    for (k, _), pred in zip(readable, preds, strict=True):
+        rows[k].update(text=pred.text, confidence=round(pred.confidence, 4))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0

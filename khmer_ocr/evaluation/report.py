@@ -1,0 +1,116 @@
+"""The evaluation report: per-split metrics, latency, gates and error analysis, as JSON and as a summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from khmer_ocr.evaluation.gates import GateConfig, all_passed, evaluate_gates, format_gate
+from khmer_ocr.evaluation.metrics import error_analysis, score
+
+
+@dataclass
+class EvaluationReport:
+    model: str
+    dataset: str
+    dataset_version: str | None
+    splits: dict[str, dict[str, Any]]  # split name -> TextMetrics.to_dict()
+    latency: dict[str, Any]  # measure_latency() output: ms_p50, ms_p95, ms_mean, n_calls
+    gates: list[dict[str, Any]]  # GateResult.to_dict(), evaluated on primary_split
+    error_analysis: dict[str, Any]  # metrics.error_analysis() of primary_split
+    passed: bool
+    primary_split: str = "test"
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvaluationReport:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def summary(self, top_confusions: int = 5) -> str:
+        version = f"@{self.dataset_version}" if self.dataset_version else ""
+        lines = [
+            f"model {self.model} on {self.dataset}{version} (gates on split {self.primary_split!r}, "
+            f"{self.created_at})",
+            f"{'split':<12}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}{'seq acc':>10}"
+            f"{'cluster CER':>13}",
+        ]
+        for name, m in self.splits.items():
+            lines.append(
+                f"{name:<12}{m['n_lines']:>8}{m['n_chars']:>10}{m['cer']:>10.2%}{m['char_accuracy']:>10.2%}"
+                f"{m['sequence_accuracy']:>10.2%}{m['cluster_cer']:>13.2%}"
+            )
+        if self.latency:
+            lat = ", ".join(
+                f"{k.removeprefix('ms_')} {v:.2f} ms" if k.startswith("ms_") else f"{k} {v}"
+                for k, v in self.latency.items()
+            )
+            lines.append(f"latency: {lat}")
+        confusions = self.error_analysis.get("confusions", [])[:top_confusions]
+        if confusions:
+            lines.append("top confusions (ref -> hyp: count):")
+            for c in confusions:
+                ref = f"{c['ref']!r} {c['ref_code']}" if c["ref"] else "(none)"
+                hyp = f"{c['hyp']!r} {c['hyp_code']}" if c["hyp"] else "(none)"
+                lines.append(f"  {ref} -> {hyp}: {c['count']}")
+        lines.extend(format_gate(g) for g in self.gates)
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def gate_metrics(split_metrics: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+    """The flat metric namespace gates refer to: a split's TextMetrics fields plus latency_<key>."""
+    out = dict(split_metrics)
+    for k, v in latency.items():
+        out[k if k.startswith("latency_") else f"latency_{k}"] = v
+    return out
+
+
+def build_report(
+    model: str,
+    dataset: str,
+    dataset_version: str | None,
+    per_split: dict[str, tuple[list[str], list[str]]],
+    latency: dict[str, Any],
+    gates: GateConfig,
+    primary_split: str = "test",
+    top_k: int = 20,
+) -> EvaluationReport:
+    """Score every split (refs, hyps), analyse the primary split's errors and check the gates on it."""
+    if primary_split not in per_split:
+        raise ValueError(f"primary split {primary_split!r} not among the scored splits {sorted(per_split)}")
+    splits: dict[str, dict[str, Any]] = {}
+    for name, (refs, hyps) in per_split.items():
+        try:
+            splits[name] = score(refs, hyps).to_dict()
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"split {name!r}: {exc}") from exc
+    refs, hyps = per_split[primary_split]
+    results = evaluate_gates(gate_metrics(splits[primary_split], latency or {}), gates)
+    return EvaluationReport(
+        model=model,
+        dataset=dataset,
+        dataset_version=dataset_version,
+        splits=splits,
+        latency=dict(latency or {}),
+        gates=[r.to_dict() for r in results],
+        error_analysis=error_analysis(refs, hyps, top_k=top_k),
+        passed=all_passed(results),
+        primary_split=primary_split,
+    )

@@ -1,0 +1,123 @@
+"""Recognizer: load a trained model (folder, or the committed reference model), preprocess, predict.
+
+A model folder holds `model.safetensors` (weights, no pickle), `model.yaml` (architecture and input
+size) and `charset.json`; the trainer writes one for every best checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from khmer_ocr.config import from_dict
+from khmer_ocr.errors import ModelLoadError
+from khmer_ocr.models import ModelConfig, build_model, fuse_for_inference
+from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
+from khmer_ocr.script import Charset
+
+WEIGHTS, MODEL_YAML, CHARSET = "model.safetensors", "model.yaml", "charset.json"
+REFERENCE_MODEL = Path(__file__).parent / "assets" / "reference-model"
+
+
+@dataclass
+class Prediction:
+    text: str
+    confidence: float  # geometric mean of the per-character probabilities, 0..1
+
+
+def save_model(
+    model: torch.nn.Module, cfg: ModelConfig, charset: Charset, out: str | Path, half: bool = False
+) -> Path:
+    """Write a model folder; half=True stores fp16 weights (loaded back as fp32)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, str(out / WEIGHTS))
+    (out / MODEL_YAML).write_text(yaml.safe_dump({"model": asdict(cfg)}, sort_keys=False), encoding="utf-8")
+    charset.save(out / CHARSET)
+    return out
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ModelConfig, Charset]:
+    """Model, its config and charset from a model folder (weights loaded without unpickling)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if not (path / n).is_file()]
+    if missing:
+        raise ModelLoadError(f"{path} is not a model folder: missing {', '.join(missing)}")
+    cfg = from_dict(ModelConfig, yaml.safe_load((path / MODEL_YAML).read_text(encoding="utf-8"))["model"])
+    charset = Charset.load(path / CHARSET)
+    model = build_model(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / WEIGHTS)).items()}
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg, charset
+
+
+class Recognizer:
+    """Khmer text-line recognition: `Recognizer.load(ref).predict(images)`."""
+
+    def __init__(
+        self, model: torch.nn.Module, cfg: ModelConfig, charset: Charset, device: str = "cpu"
+    ) -> None:
+        self.model, self.cfg, self.charset, self.device = model.eval(), cfg, charset, torch.device(device)
+        self.max_width = 1600
+
+    @classmethod
+    def load(cls, ref: str | Path | None = None, device: str = "cpu") -> Recognizer:
+        """ref: a model folder, `models:/<name>@<alias>` (MLflow registry), or None (the reference model)."""
+        if ref is None:
+            ref = REFERENCE_MODEL
+        ref_s = str(ref)
+        if ref_s.startswith("models:/"):
+            from khmer_ocr.registry import download_model  # MLflow is only needed for registry refs
+
+            ref = download_model(ref_s)
+        if not Path(ref).exists():
+            raise ModelLoadError(f"model not found: {ref}")
+        model, cfg, charset = load_model(ref, device)
+        return cls(fuse_for_inference(model), cfg, charset, device)
+
+    @staticmethod
+    def read_image(image) -> np.ndarray:
+        """A uint8 grayscale array from a path, PIL image or array; ValueError if it is not an image."""
+        if isinstance(image, str | Path):
+            import cv2
+
+            data = np.fromfile(str(image), np.uint8)
+            img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+            if img is None:
+                raise ValueError(f"{image}: not a readable image")
+            return img
+        if hasattr(image, "convert"):  # PIL
+            return np.asarray(image.convert("L"))
+        return to_gray(np.asarray(image))
+
+    @torch.inference_mode()
+    def predict(self, images: list, batch_size: int = 32) -> list[Prediction]:
+        """Text and confidence for each image (any size, dark on light or light on dark)."""
+        lines = [prepare_line(self.read_image(im), self.cfg.input_height, self.max_width) for im in images]
+        order = np.argsort([ln.shape[1] for ln in lines])  # similar widths together: less padding
+        out: list[Prediction | None] = [None] * len(lines)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch, widths = batch_lines([lines[i] for i in idx])
+            ids, probs = self.model.decode(
+                torch.from_numpy(batch).to(self.device), torch.from_numpy(widths).to(self.device)
+            )
+            for i, tok, p in zip(idx, ids, probs, strict=True):
+                conf = math.exp(sum(math.log(max(x, 1e-12)) for x in p) / len(p)) if p else 0.0
+                out[i] = Prediction(self.charset.decode(list(tok)), conf)
+        return [p for p in out if p is not None]

@@ -1,0 +1,214 @@
+"""Feature extractors (CNN image -> frame sequence) and the BiLSTM sequence encoder.
+
+Every module here takes the true widths (or frame lengths) of a right-padded batch and zeroes the padding
+columns of each feature map before the next spatial convolution, so an image gives the same features alone
+or inside a padded batch (in eval mode; in train mode BatchNorm statistics also see the padding). Input
+convention: float images (B, 1, H, W), ink = 1.0 and paper = 0.0, right-padded with 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def mask_columns(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Zero the columns at or past each sample's valid width: x (B, C, H, W), lengths (B,) or None (no
+    padding anywhere in the batch: nothing to do)."""
+    if lengths is None:
+        return x
+    keep = torch.arange(x.size(-1), device=x.device)[None, :] < lengths[:, None]
+    return x * keep[:, None, None, :].to(x.dtype)
+
+
+def needs_mask(images: torch.Tensor, widths: torch.Tensor) -> bool:
+    """Whether any image of the batch is padded. Always true while tracing, so that an exported module
+    masks whatever batch it is given."""
+    return torch.jit.is_tracing() or bool((widths < images.size(-1)).any())
+
+
+def conv_bn(cin: int, cout: int, kernel=3, stride=1, padding=1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convolutions), padding columns re-zeroed after each activation."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout)
+        self.conv2 = conv_bn(cout, cout)
+        self.shortcut = conv_bn(cin, cout, 1, 1, 0) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        y = mask_columns(F.relu(self.conv1(x), inplace=True), lengths)
+        y = self.conv2(y) + self.shortcut(x)
+        return mask_columns(F.relu(y, inplace=True), lengths)
+
+
+class ResNetBackbone(nn.Module):
+    """VGG/ResNet-like CNN: height H -> 1, width W -> W // 4 frames of `out_dim` features.
+
+    stem 3x3 conv at full resolution, then four stages of basic blocks, each after a max-pool:
+    2x2, 2x2, (2, 1), (2, 1); a last (H/16 x 1) convolution collapses the remaining rows.
+    """
+
+    def __init__(
+        self, channels: tuple[int, ...], blocks: tuple[int, ...], out_dim: int, input_height: int = 48
+    ) -> None:
+        super().__init__()
+        if input_height % 16:
+            raise ValueError(f"input_height must be a multiple of 16, got {input_height}")
+        if len(channels) != 5 or len(blocks) != 4:
+            raise ValueError("ResNetBackbone needs 5 channel counts (stem + 4 stages) and 4 block counts")
+        self.stem = nn.Sequential(conv_bn(1, channels[0]), nn.ReLU(inplace=True))
+        self.pools = nn.ModuleList(
+            [
+                nn.MaxPool2d(2, 2),
+                nn.MaxPool2d(2, 2),
+                nn.MaxPool2d((2, 1), (2, 1)),
+                nn.MaxPool2d((2, 1), (2, 1)),
+            ]
+        )
+        self.width_strides = (2, 2, 1, 1)
+        self.stages = nn.ModuleList()
+        for i, n in enumerate(blocks):
+            cin, cout = channels[i], channels[i + 1]
+            self.stages.append(nn.ModuleList([BasicBlock(cin if j == 0 else cout, cout) for j in range(n)]))
+        self.collapse = nn.Sequential(
+            conv_bn(channels[-1], out_dim, (input_height // 16, 1), 1, 0), nn.ReLU(inplace=True)
+        )
+        self.out_dim = out_dim
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 1, H, W), widths (B,) -> features (B, W // 4, out_dim), frame lengths (B,)."""
+        lengths = widths.clamp(max=images.size(-1))
+        masked = needs_mask(images, widths)
+        x = mask_columns(self.stem(images), lengths if masked else None)
+        for pool, stride, blocks in zip(self.pools, self.width_strides, self.stages, strict=True):
+            x = pool(x)
+            if stride == 2:
+                lengths = lengths // 2
+                x = mask_columns(x, lengths if masked else None)
+            for block in blocks:
+                x = block(x, lengths if masked else None)
+        x = self.collapse(x)  # (B, C, 1, T)
+        return x.squeeze(2).transpose(1, 2), lengths.clamp(min=1)
+
+
+def pointwise(conv_bn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution (+ BatchNorm, unless folded away) computed as one matrix product over the
+    (B, H, W, C) view of x. The result is channels_last; from a channels_last x nothing is copied (eager
+    1x1 convolutions take a slower path and copy between layouts)."""
+    conv, norm = conv_bn[0], conv_bn[1]
+    y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return norm(y)
+
+
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise (maybe strided) + BN + ReLU, 1x1 pointwise + BN + ReLU; residual if shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> None:
+        super().__init__()
+        self.depthwise = conv_bn(cin, cin, 3, stride, 1, groups=cin)
+        self.pointwise = conv_bn(cin, cout, 1, 1, 0)
+        self.residual = cin == cout and stride == (1, 1)
+        self.width_stride = stride[1]
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """x (B, C, H, W), channels_last after the first block; lengths: valid output columns (None: no
+        padding)."""
+        y = F.relu(self.depthwise(x), inplace=True)
+        y = F.relu(pointwise(self.pointwise, y), inplace=True)
+        if self.residual:
+            y = y + x
+        return mask_columns(y, lengths)
+
+
+class LinearBN(nn.Sequential):
+    """Linear (no bias) + BatchNorm1d over the last dimension of a (..., C) tensor; `fuse_for_inference`
+    folds the BatchNorm into the Linear."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self[0](x)
+        return self[1](y.flatten(0, -2)).view(y.shape)
+
+
+class FastBackbone(nn.Module):
+    """Depthwise-separable CNN for CPU inference: a stride-2 3x3 stem, then `blocks` as (channels,
+    (height stride, width stride)); with the stem the strides must bring the height to H/16 and the width
+    to ceil(W/4). The remaining H/16 rows of each column are flattened and projected to `out_dim` features
+    per frame (a full (H/16 x 1) convolution, as one matrix product).
+
+    Tuned for eager PyTorch on one CPU thread: activations are channels_last from the first pointwise
+    convolution on (depthwise convolutions run about twice as fast so), 1x1 convolutions are matrix
+    products, and nothing is masked when the batch has no padding."""
+
+    def __init__(
+        self,
+        stem: int,
+        blocks: tuple[tuple[int, tuple[int, int]], ...],
+        out_dim: int,
+        input_height: int = 48,
+    ) -> None:
+        super().__init__()
+        if input_height % 16:
+            raise ValueError(f"input_height must be a multiple of 16, got {input_height}")
+        h_stride, w_stride = 2, 2
+        for _, (sh, sw) in blocks:
+            h_stride, w_stride = h_stride * sh, w_stride * sw
+        if (h_stride, w_stride) != (16, 4):
+            raise ValueError(f"fast blocks must stride (16, 4) with the stem, got ({h_stride}, {w_stride})")
+        self.stem = nn.Sequential(conv_bn(1, stem, 3, 2, 1), nn.ReLU(inplace=True))
+        layers, cin = [], stem
+        for cout, stride in blocks:
+            layers.append(DepthwiseSeparable(cin, cout, tuple(stride)))
+            cin = cout
+        self.blocks = nn.ModuleList(layers)
+        self.collapse = LinearBN(cin * (input_height // 16), out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 1, H, W), widths (B,) -> features (B, ceil(W / 4), out_dim), frame lengths (B,)."""
+        masked = needs_mask(images, widths)
+        lengths = (widths.clamp(max=images.size(-1)) + 1) // 2  # 3-wide kernel, padding 1, stride 2
+        x = mask_columns(self.stem(images), lengths if masked else None)
+        for block in self.blocks:
+            if block.width_stride == 2:
+                lengths = (lengths + 1) // 2
+            x = block(x, lengths if masked else None)
+        b, c, h, t = x.shape
+        x = F.relu(self.collapse(x.permute(0, 3, 2, 1).reshape(b, t, h * c)), inplace=True)  # (B, T, D)
+        return x, lengths.clamp(min=1)
+
+
+class BiLSTMEncoder(nn.Module):
+    """Stacked bidirectional LSTM over frames; padding frames are packed away (outputs there are 0)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(
+            in_dim,
+            hidden,
+            num_layers=layers,
+            bidirectional=True,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.out_dim = 2 * hidden
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C), lengths (B,) -> (B, T, 2 * hidden)."""
+        if not torch.jit.is_tracing() and bool((lengths >= x.size(1)).all()):
+            return self.rnn(x)[0]  # no padding: packing would change nothing
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True)  # to the longest length, maybe < T
+        return F.pad(out, (0, 0, 0, x.size(1) - out.size(1)))

@@ -1,0 +1,373 @@
+"""MLflow experiment tracking for training runs: `train(cfg, out, tracker=MlflowTracker(...))`.
+
+A run records:
+  params    the flattened TrainConfig (dotted keys, values as text, cut to MLflow's length limits);
+  tags      phase, config, dataset_uri, dataset_version, charset_version, khmer_ocr_version, and at the end
+            best_epoch, stopped_early, model_uri (the logged model, "models:/m-...");
+  metrics   per epoch (step = epoch): every numeric value of the trainer's history row (loss, lr,
+            samples_per_s, val_cer, val_char_accuracy, val_sequence_accuracy, val_cluster_cer, ...); and
+            best_val_char_accuracy, best_val_sequence_accuracy, best_epoch (from the best epoch's row);
+  artifacts config.yaml, charset.json, learning_curves.png, val_predictions.png, error_analysis.json,
+            history.json, and the model "model" (a pyfunc logged from code, see khmer_ocr/mlflow_model.py:
+            nothing is pickled; the model folder travels as its `model_dir` artifact).
+
+The tracking URI is the argument, else MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db` (MLflow's own
+default, made absolute); an http(s):// tracking server works the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import numbers
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from khmer_ocr import __version__
+
+if TYPE_CHECKING:
+    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.training.config import TrainConfig
+    from khmer_ocr.training.trainer import TrainResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "khmer-ocr"
+MODEL_NAME = "model"  # the logged model's name (runs:/<run_id>/model)
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+# MLflow's limits (mlflow.utils.validation): key length, param and tag value length, items per log_batch.
+MAX_KEY, MAX_PARAM, MAX_TAG, MAX_BATCH = 250, 6000, 8000, 100
+GRID_ROWS = 40  # val lines drawn in val_predictions.png
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The argument, else MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """{"optim": {"lr": 0.001}} -> {"optim.lr": "0.001"}; lists as JSON; values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else str(value)
+            out[name[:MAX_KEY]] = text[:MAX_PARAM]
+    return out
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (mlflow.start_run, log_model) at uri, then restore exactly what was there
+    (mlflow.set_tracking_uri also sets the MLFLOW_TRACKING_URI environment variable)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    old_uri, old_env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_uri)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+class MlflowTracker:
+    """The trainer's Tracker for MLflow (see the module docstring for what is logged).
+
+    run_file: a JSON file (e.g. <run folder>/mlflow_run.json) remembering the run id, so that a resumed
+    training continues the same MLflow run; without it every start() creates a new run.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment: str = DEFAULT_EXPERIMENT,
+        run_name: str | None = None,
+        run_file: str | Path | None = None,
+    ) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment, self.run_name = experiment, run_name
+        self.run_file = Path(run_file) if run_file else None
+        self.client = MlflowClient(self.tracking_uri)
+        self.run_id: str | None = None
+        self.model_uri: str | None = None
+
+    # ------------------------------------------------------------------------------------------ protocol
+    def start(self, cfg: TrainConfig, dataset: Dataset) -> None:
+        from khmer_ocr.config import save_config, to_dict
+
+        resumed = self._open_run(cfg)
+        card = dataset.card
+        charset = dataset.charset
+        tags = {
+            "phase": cfg.phase,
+            "config": cfg.name,
+            "dataset_uri": dataset.uri,
+            "dataset_version": card.get("version", ""),
+            "charset_version": card.get("charset_version") or charset.version,
+            "khmer_ocr_version": __version__,
+        }
+        self._log_batch(tags=tags)
+        self._log_params(flatten(to_dict(cfg)), resumed)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_config(cfg, Path(tmp) / "config.yaml")
+            charset.save(Path(tmp) / "charset.json")
+            self.client.log_artifacts(self._run, tmp)
+
+    def log_epoch(self, row: dict) -> None:
+        from mlflow.entities import Metric
+
+        step, now = int(row.get("epoch", 0)), int(time.time() * 1000)
+        metrics = [
+            Metric(k[:MAX_KEY], float(v), now, step)
+            for k, v in row.items()
+            if k != "epoch" and isinstance(v, numbers.Real)
+        ]
+        self._log_batch(metrics=metrics)
+
+    def finish(self, result: TrainResult, val_refs: list[str], val_hyps: list[str]) -> None:
+        from mlflow.entities import Metric
+
+        from khmer_ocr.evaluation.metrics import error_analysis
+
+        best = next((r for r in result.history if r.get("epoch") == result.best_epoch), None)
+        best = best or (result.history[-1] if result.history else {})
+        now = int(time.time() * 1000)
+        self._log_batch(
+            metrics=[
+                Metric(f"best_{k}", float(best[k]), now, 0)
+                for k in ("val_char_accuracy", "val_sequence_accuracy")
+                if isinstance(best.get(k), numbers.Real)
+            ]
+            + [Metric("best_epoch", float(result.best_epoch), now, 0)],
+            tags={"best_epoch": str(result.best_epoch), "stopped_early": str(result.stopped_early).lower()},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            (d / "history.json").write_text(json.dumps(result.history, indent=1), encoding="utf-8")
+            if result.history:
+                learning_curves(result.history).savefig(d / "learning_curves.png", dpi=100)
+            if val_refs:
+                analysis = error_analysis(val_refs, val_hyps)
+                (d / "error_analysis.json").write_text(
+                    json.dumps(analysis, indent=1, ensure_ascii=False), encoding="utf-8"
+                )
+                predictions_grid(val_refs, val_hyps).save(d / "val_predictions.png")
+            self.client.log_artifacts(self._run, tmp)
+        if result.model_dir is not None and (Path(result.model_dir) / "model.safetensors").is_file():
+            self.model_uri = self._log_model(Path(result.model_dir), val_refs[:1])
+            self._log_batch(tags={"model_uri": self.model_uri})
+        self.client.set_terminated(self._run, "FINISHED")
+
+    # ------------------------------------------------------------------------------------------- helpers
+    @property
+    def _run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("MlflowTracker.start() was not called")
+        return self.run_id
+
+    def _open_run(self, cfg: TrainConfig) -> bool:
+        """Resume the run named in run_file (same tracking URI, run still there) or create one; True if
+        resumed."""
+        from mlflow.exceptions import MlflowException
+
+        saved = {}
+        if self.run_file and self.run_file.is_file():
+            saved = json.loads(self.run_file.read_text(encoding="utf-8"))
+        if saved.get("tracking_uri") == self.tracking_uri and saved.get("run_id"):
+            try:
+                run = self.client.get_run(saved["run_id"])
+            except MlflowException:
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
+                self.run_id = run.info.run_id
+                self.client.update_run(self.run_id, status="RUNNING")
+                return True
+        exp = self.client.get_experiment_by_name(self.experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        run = self.client.create_run(exp_id, run_name=self.run_name or cfg.name)
+        self.run_id = run.info.run_id
+        if self.run_file:
+            self.run_file.parent.mkdir(parents=True, exist_ok=True)
+            self.run_file.write_text(
+                json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}), encoding="utf-8"
+            )
+        return False
+
+    def _log_params(self, params: dict[str, str], resumed: bool) -> None:
+        if resumed:  # a param cannot change value: log only the new ones, warn about changed ones
+            old = self.client.get_run(self._run).data.params
+            for k in sorted(k for k in params if k in old and old[k] != params[k]):
+                log.warning(
+                    "run %s: param %s was %r, now %r (kept the first)", self._run, k, old[k], params[k]
+                )
+            params = {k: v for k, v in params.items() if k not in old}
+        self._log_batch(params=params)
+
+    def _log_batch(
+        self, metrics: list | None = None, params: dict[str, str] | None = None, tags: dict | None = None
+    ) -> None:
+        from mlflow.entities import Param, RunTag
+
+        metrics = list(metrics or [])
+        items = [Param(k, v) for k, v in (params or {}).items()]
+        tag_items = [RunTag(k, str(v)[:MAX_TAG]) for k, v in (tags or {}).items()]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self._run, metrics=metrics[i : i + 1000])
+        for i in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(self._run, params=items[i : i + MAX_BATCH])
+        for i in range(0, len(tag_items), MAX_BATCH):
+            self.client.log_batch(self._run, tags=tag_items[i : i + MAX_BATCH])
+
+    def _log_model(self, model_dir: Path, example_texts: list[str]) -> str:
+        """Log the model folder as a pyfunc from code (khmer_ocr/mlflow_model.py); returns its URI."""
+        import mlflow
+        import pandas as pd
+        from mlflow.models.signature import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "image")]),
+            outputs=Schema([ColSpec("string", "text"), ColSpec("double", "confidence")]),
+        )
+        example = None
+        if example_texts:
+            example = pd.DataFrame({"image": [base64.b64encode(_line_png(example_texts[0])).decode("ascii")]})
+        with (
+            _fluent_tracking_uri(self.tracking_uri),
+            mlflow.start_run(run_id=self._run, nested=mlflow.active_run() is not None),
+            warnings.catch_warnings(),
+        ):
+            # MLflow 3.17's input-example code compares columns with a range, which pandas 3 warns about
+            warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(MODEL_CODE),
+                artifacts={"model_dir": str(model_dir)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"khmer-ocr=={__version__}"],  # as given: MLflow infers nothing
+            )
+        return info.model_uri
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+def learning_curves(history: list[dict]):
+    """A matplotlib Figure: training loss, learning rate and the validation metrics by epoch."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_loss, ax_lr, ax_val = fig.subplots(1, 3)
+    ax_loss.plot(epochs, [r.get("loss", math.nan) for r in history], "o-", color="tab:blue")
+    ax_loss.set(title="training loss", xlabel="epoch")
+    ax_lr.plot(epochs, [r.get("lr", math.nan) for r in history], "o-", color="tab:gray")
+    ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    for key in ("val_char_accuracy", "val_sequence_accuracy", "val_cer", "val_cluster_cer"):
+        if any(key in r for r in history):
+            ax_val.plot(epochs, [r.get(key, math.nan) for r in history], "o-", label=key[4:])
+    ax_val.set(title="validation", xlabel="epoch")
+    ax_val.legend(fontsize="small")
+    for ax in (ax_loss, ax_lr, ax_val):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def _khmer_font(size: int):
+    """A Khmer font (RAQM layout) with Latin glyphs too where one is installed; Pillow's default otherwise."""
+    from PIL import ImageFont
+
+    from khmer_ocr.data.config import FontConfig
+    from khmer_ocr.data.fonts import discover_fonts
+    from khmer_ocr.data.render import load_font
+
+    try:
+        fonts = {f.name: f for f in discover_fonts(FontConfig(unseen=[]))}
+    except (OSError, ValueError):
+        fonts = {}
+    for name in ("KhmerOSbattambang", "KhmerOS", "NotoSansKhmer-Regular", *sorted(fonts)):
+        if name in fonts:
+            return load_font(fonts[name].path, size)
+    return ImageFont.load_default(size)
+
+
+def _line_png(text: str, size: int = 32) -> bytes:
+    """A text line rendered black on white, as PNG bytes (the logged model's input example)."""
+    from PIL import Image, ImageDraw
+
+    font = _khmer_font(size)
+    left, top, right, bottom = font.getbbox(text or " ")
+    img = Image.new("L", (max(1, right - left) + 16, max(1, bottom - top) + 16), 255)
+    ImageDraw.Draw(img).text((8 - left, 8 - top), text, font=font, fill=0)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predictions_grid(refs: list[str], hyps: list[str], max_rows: int = GRID_ROWS, width: int = 1000):
+    """A PIL image: for each of the first max_rows val lines, the reference (blue) above the model's reading
+    (green when exactly right, red and on a pink row when not)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    khmer, latin = _khmer_font(24), ImageFont.load_default(14)
+    line_h, pad, text_x = 44, 8, 112
+    shown = list(zip(refs, hyps, strict=True))[:max_rows]
+    longest = max((khmer.getlength(t) for pair in shown for t in pair if t), default=0)
+    width = max(width, min(3000, text_x + int(longest) + 2 * pad))
+    wrong = sum(r != h for r, h in zip(refs, hyps, strict=True))
+    header = 30
+    img = Image.new("RGB", (width, header + len(shown) * (2 * line_h + pad)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text(
+        (pad, 8),
+        f"validation predictions: {wrong} of {len(refs)} lines wrong (first {len(shown)} shown); "
+        "blue = reference, green = right, red = wrong",
+        font=latin,
+        fill=(0, 0, 0),
+    )
+    y = header
+    for i, (ref, hyp) in enumerate(shown):
+        ok = ref == hyp
+        if not ok:
+            draw.rectangle((0, y, width, y + 2 * line_h + pad - 2), fill=(255, 232, 232))
+        draw.text((pad, y + 4), f"#{i} ref", font=latin, fill=(90, 90, 90))
+        draw.text((pad, y + line_h + 4), "hyp " + ("ok" if ok else "WRONG"), font=latin, fill=(90, 90, 90))
+        draw.text((text_x, y + 2), ref, font=khmer, fill=(0, 0, 160))
+        colour = (0, 130, 0) if ok else (210, 0, 0)
+        draw.text(
+            (text_x, y + line_h + 2), hyp if hyp else "(empty)", font=khmer if hyp else latin, fill=colour
+        )
+        y += 2 * line_h + pad
+        draw.line((0, y - 2, width, y - 2), fill=(220, 220, 220))
+    return img
+
+
+def tag_comparison(tracking_uri: str | None, runs: list[tuple[str, str]], best: str, table: str) -> None:
+    """Phase 3.1: mark each (config name, run id) with the winner and attach the comparison table."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    for name, run_id in runs:
+        client.set_tag(run_id, "phase3_1_best", best)
+        client.set_tag(run_id, "phase3_1_is_best", str(name == best).lower())
+        client.log_text(run_id, table + "\n", "comparison.md")

@@ -1,0 +1,1 @@
+"""Training: data loading, losses, schedules, the trainer and the phase configurations."""

@@ -1,0 +1,84 @@
+"""Typed training configuration; the phase files live in khmer_ocr/configs/train/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from khmer_ocr.config import CONFIG_DIR, ConfigError, load_config, profile_path
+from khmer_ocr.data.curriculum import CurriculumSchedule
+from khmer_ocr.models import ModelConfig
+from khmer_ocr.training.losses import LossConfig
+
+PHASE3_1 = (
+    "conservative_small",
+    "baseline_optimized",
+    "focal_loss_experiment",
+    "aggressive_learning",
+    "fast_convergence",
+    "large_model_regularized",
+    "ctc_alignment_free",
+)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    epochs: int = 20
+    warmup_fraction: float = 0.05  # linear warmup over this share of all steps, then cosine annealing
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainDataConfig:
+    dataset: str = ""  # folder or s3:// prefix of a generated dataset
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    val_split: str = "val"
+    max_width: int = 1600
+    max_val_lines: int = 2000
+    num_workers: int = 0
+    curriculum: bool = False
+    schedule: CurriculumSchedule = field(default_factory=CurriculumSchedule)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    phase: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    seed: int = 0
+    amp: bool = True  # mixed precision, on GPU only
+    early_stopping_metric: str = "sequence_accuracy"
+    early_stopping_patience: int = 15
+    init_from: str | None = None  # checkpoint, model folder, or models:/name@alias to transfer from
+    max_steps_per_epoch: int | None = None
+    checkpoint_every_steps: int = 200
+
+
+def load_train_config(
+    name_or_path: str, profile: str | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """A phase config by name (e.g. `phase3_1/baseline_optimized`, `phase3_2`) or path, scaled by a
+    profile (`demo`: minutes on a CPU, `full`: GPU) and `key=value` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = profile_path("train", name_or_path)
+    layers = [profile_path("train/profiles", profile)] if profile else []
+    cfg = load_config(TrainConfig, path, overrides, layers)
+    if cfg.early_stopping_metric not in ("sequence_accuracy", "char_accuracy"):
+        raise ConfigError("early_stopping_metric must be sequence_accuracy or char_accuracy")
+    return cfg
+
+
+def phase_config_names() -> list[str]:
+    return (
+        [f"phase3_1/{n}" for n in PHASE3_1]
+        + ["phase3_2"]
+        + sorted(p.stem for p in (CONFIG_DIR / "train").glob("*.yaml") if p.stem not in ("base", "phase3_2"))
+    )

@@ -1,0 +1,147 @@
+"""Training batches from a generated dataset: decoded, preprocessed lines grouped by width."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from khmer_ocr import storage
+from khmer_ocr.data.dataset import Dataset
+from khmer_ocr.data.sources import cache_dir
+from khmer_ocr.preprocess import batch_lines, prepare_line
+from khmer_ocr.script import Charset
+
+PAD, SOS, EOS = 0, 1, 2
+
+
+class ShardReader:
+    """Reads image bytes by (shard, offset, size); shards of s3:// datasets are downloaded once and cached."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._files: dict[str, object] = {}
+        self._local_root: Path | None = None if storage.is_s3(dataset.uri) else Path(dataset.uri)
+
+    def _local(self, shard: str) -> Path:
+        if self._local_root is not None:
+            return self._local_root / shard
+        key = hashlib.sha256(self.dataset.uri.encode()).hexdigest()[:16]
+        path = cache_dir() / "datasets" / key / shard
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            storage.get_file(storage.join(self.dataset.uri, shard), path)
+        return path
+
+    def read(self, rec: dict) -> bytes:
+        f = self._files.get(rec["shard"])
+        if f is None:
+            f = self._files[rec["shard"]] = open(self._local(rec["shard"]), "rb")  # noqa: SIM115
+        f.seek(int(rec["offset"]))
+        return f.read(int(rec["size"]))
+
+    def image(self, rec: dict) -> np.ndarray:
+        img = cv2.imdecode(np.frombuffer(self.read(rec), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise ValueError(f"record {rec['id']}: image does not decode")
+        return img
+
+    def __getstate__(self) -> dict:  # open files do not cross process boundaries
+        return {**self.__dict__, "_files": {}}
+
+
+class LineSamples(torch.utils.data.Dataset):
+    """(prepared line, token ids, text) for the records of some splits of a dataset."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        splits: list[str],
+        charset: Charset,
+        height: int,
+        max_width: int,
+        max_length: int,
+    ) -> None:
+        self.records = [r for r in dataset.records if r["split"] in splits]
+        if not self.records:
+            raise ValueError(f"{dataset.uri} has no lines in split(s) {splits}")
+        self.reader = ShardReader(dataset)
+        self.charset, self.height, self.max_width, self.max_length = charset, height, max_width, max_length
+        self.widths = np.asarray([r["width"] * height / r["height"] for r in self.records])
+        self.difficulties = np.asarray([r["difficulty"] for r in self.records])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, list[int], str]:
+        rec = self.records[i]
+        line = prepare_line(self.reader.image(rec), self.height, self.max_width)
+        return line, self.charset.encode(rec["text"])[: self.max_length], rec["text"]
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 1, H, W) ink = 1
+    widths: torch.Tensor  # (B,)
+    targets: torch.Tensor  # (B, L + 2): <sos> ids <eos>, padded with <pad>
+    target_lengths: torch.Tensor  # (B,) number of ids (without <sos>/<eos>)
+    texts: list[str]
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            self.widths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            self.texts,
+        )
+
+
+def collate(samples: list[tuple[np.ndarray, list[int], str]]) -> Batch:
+    images, widths = batch_lines([s[0] for s in samples])
+    longest = max(len(s[1]) for s in samples)
+    targets = torch.full((len(samples), longest + 2), PAD, dtype=torch.long)
+    for i, (_, ids, _) in enumerate(samples):
+        targets[i, 0] = SOS
+        targets[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        targets[i, len(ids) + 1] = EOS
+    return Batch(
+        torch.from_numpy(images),
+        torch.from_numpy(widths),
+        targets,
+        torch.tensor([len(s[1]) for s in samples], dtype=torch.long),
+        [s[2] for s in samples],
+    )
+
+
+def width_batches(
+    widths: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    weights: np.ndarray | None = None,
+    shuffle: bool = True,
+) -> list[list[int]]:
+    """Batches of indices with similar widths (less padding), in a random order fixed by (seed, epoch).
+
+    With weights (a curriculum), indices are drawn with replacement in proportion to them.
+    """
+    n = len(widths)
+    rng = np.random.default_rng([seed, epoch])
+    if weights is not None:
+        order = rng.choice(n, size=n, replace=True, p=weights)
+    else:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+    chunk = batch_size * 32  # sort by width inside large chunks, so batches stay random across the set
+    batches = []
+    for start in range(0, n, chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(widths[part], kind="stable")]
+        batches += [part[i : i + batch_size].tolist() for i in range(0, len(part), batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches

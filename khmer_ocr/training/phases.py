@@ -1,0 +1,115 @@
+"""The founding plan's training phases as library calls (the CLI and the Airflow DAGs call these).
+
+Phase 3.1 trains the seven named configurations and picks the best by validation character accuracy;
+phase 3.2 starts from that model with the phase-3.2 configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from khmer_ocr.training.config import PHASE3_1, load_train_config
+from khmer_ocr.training.trainer import TrainResult, train
+
+
+@dataclass
+class PhaseRun:
+    name: str
+    result: TrainResult
+    val_char_accuracy: float
+    val_sequence_accuracy: float
+    run_id: str | None = None  # the MLflow run, when tracked
+
+
+def _best_row(result: TrainResult) -> dict:
+    rows = [r for r in result.history if r["epoch"] == result.best_epoch] or result.history[-1:]
+    return rows[0] if rows else {}
+
+
+def train_config(
+    name: str,
+    dataset: str,
+    out_dir: str | Path,
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    init_from: str | None = None,
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = False,
+) -> PhaseRun:
+    """Train one named configuration (e.g. phase3_1/baseline_optimized) on a dataset.
+
+    With track or a tracking_uri the run is recorded in MLflow (khmer_ocr.tracking.MlflowTracker; the URI
+    defaults to MLFLOW_TRACKING_URI, else ./mlflow.db); re-running into the same out_dir resumes its run.
+    """
+    extra = [f"data.dataset={dataset}"] + ([f"init_from={init_from}"] if init_from else [])
+    cfg = load_train_config(name, profile, [*extra, *(overrides or [])])
+    tracker = None
+    if track or tracking_uri:
+        from khmer_ocr.tracking import MlflowTracker  # MLflow is only imported when tracking
+
+        tracker = MlflowTracker(tracking_uri, run_name=cfg.name, run_file=Path(out_dir) / "mlflow_run.json")
+    result = train(cfg, Path(out_dir), progress=progress, tracker=tracker)
+    best = _best_row(result)
+    return PhaseRun(
+        cfg.name,
+        result,
+        best.get("val_char_accuracy", 0.0),
+        best.get("val_sequence_accuracy", 0.0),
+        tracker.run_id if tracker else None,
+    )
+
+
+def comparison_table(runs: list[PhaseRun]) -> str:
+    """Markdown table of the runs, best first."""
+    lines = ["| config | best epoch | val char acc | val seq acc | epochs run |", "|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: -r.val_char_accuracy):
+        lines.append(
+            f"| {r.name} | {r.result.best_epoch} | {r.val_char_accuracy:.2%} | {r.val_sequence_accuracy:.2%} "
+            f"| {r.result.epochs_run} |"
+        )
+    return "\n".join(lines)
+
+
+def run_phase3_1(
+    dataset: str,
+    out_dir: str | Path,
+    profile: str | None = None,
+    configs: tuple[str, ...] = PHASE3_1,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = False,
+) -> tuple[PhaseRun, list[PhaseRun]]:
+    """Train each phase-3.1 configuration; the best by validation character accuracy is returned first.
+
+    When tracked, each configuration is its own MLflow run; at the end every run gets the comparison table
+    (comparison.md) and the tags phase3_1_best / phase3_1_is_best.
+    """
+    out = Path(out_dir)
+    runs = [
+        train_config(
+            f"phase3_1/{c}",
+            dataset,
+            out / c,
+            profile,
+            overrides,
+            progress=progress,
+            tracking_uri=tracking_uri,
+            track=track,
+        )
+        for c in configs
+    ]
+    best = max(runs, key=lambda r: r.val_char_accuracy)
+    table = comparison_table(runs)
+    (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
+    if track or tracking_uri:
+        from khmer_ocr.tracking import tag_comparison
+
+        tag_comparison(tracking_uri, [(r.name, r.run_id) for r in runs if r.run_id], best.name, table)
+    (out / "best.json").write_text(
+        json.dumps({"best": best.name, "model_dir": str(best.result.model_dir)}, indent=1), encoding="utf-8"
+    )
+    return best, runs

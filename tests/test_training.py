@@ -1,0 +1,168 @@
+"""Training: phase configs, losses, batching, a tiny model trained, resumed exactly, evaluated, predicting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from khmer_ocr.data.config import DataConfig
+from khmer_ocr.data.dataset import generate_dataset
+from khmer_ocr.script import default_charset
+from khmer_ocr.training.config import PHASE3_1, load_train_config
+from khmer_ocr.training.data import width_batches
+from khmer_ocr.training.losses import LossConfig, RecognitionLoss, focal_loss, hierarchical_loss
+from khmer_ocr.training.trainer import train
+
+TINY = ["model.size=tiny", "optim.batch_size=8", "data.max_val_lines=16"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("train") / "ds"
+    cfg = DataConfig(name="t", num_samples=240, shard_size=120, seed=3, difficulty={1: 0.7, 2: 0.3})
+    generate_dataset(cfg, out, workers=2, progress=False)
+    return str(out)
+
+
+@pytest.mark.parametrize("name", [f"phase3_1/{n}" for n in PHASE3_1] + ["phase3_2", "production_fast"])
+def test_every_phase_config_loads_and_runs_a_step(name: str, dataset: str, tmp_path: Path) -> None:
+    cfg = load_train_config(
+        name,
+        "demo",
+        [
+            f"data.dataset={dataset}",
+            "optim.batch_size=2",
+            "optim.epochs=1",
+            "max_steps_per_epoch=1",
+            "data.max_val_lines=2",
+        ],
+    )
+    assert cfg.name == name.split("/")[-1]
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.epochs_run == 1 and np.isfinite(result.history[0]["loss"])
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_phase_configs_keep_the_founding_values() -> None:
+    expect = {
+        "conservative_small": ("hybrid", "small", 32, 0.001),
+        "baseline_optimized": ("hybrid", "medium", 64, 0.002),
+        "focal_loss_experiment": ("hybrid", "medium", 64, 0.0015),
+        "aggressive_learning": ("hybrid", "medium", 128, 0.003),
+        "fast_convergence": ("hybrid", "medium", 96, 0.005),
+        "large_model_regularized": ("hybrid", "large", 32, 0.0005),
+    }
+    for name, (arch, size, batch, lr) in expect.items():
+        cfg = load_train_config(f"phase3_1/{name}")
+        assert (cfg.model.arch, cfg.model.size, cfg.optim.batch_size, cfg.optim.lr) == (arch, size, batch, lr)
+    assert load_train_config("phase3_1/focal_loss_experiment").loss.kind == "focal"
+    assert load_train_config("phase3_1/ctc_alignment_free").model.arch == "ctc"
+    p32 = load_train_config("phase3_2")
+    assert p32.model.heads == 8 and p32.model.dropout == 0.1 and p32.optim.epochs == 100
+    assert (
+        p32.early_stopping_patience == 15 and p32.optim.grad_clip == 1.0 and p32.amp and p32.data.curriculum
+    )
+    assert p32.loss.kind == "focal" and p32.loss.hierarchical_weight > 0 and p32.loss.confidence_weight > 0
+    assert p32.loss.ctc_weight > 0
+
+
+def test_losses() -> None:
+    torch.manual_seed(0)
+    n = len(default_charset())
+    logits, gold = torch.randn(50, n), torch.randint(4, n, (50,))
+    ce = torch.nn.functional.cross_entropy(logits, gold)
+    assert focal_loss(logits, gold, alpha=1.0, gamma=0.0) == pytest.approx(float(ce), rel=1e-5)
+    assert focal_loss(logits, gold, alpha=0.25, gamma=2.0) < 0.25 * ce  # easy tokens are down-weighted
+    classes = RecognitionLoss(LossConfig(), default_charset()).classes
+    right = torch.full((1, n), -10.0)
+    right[0, 4] = 10.0  # ក, a consonant
+    wrong_class = torch.full((1, n), -10.0)
+    wrong_class[0, default_charset().encode("ា")[0]] = 10.0  # a vowel
+    target = torch.tensor([4])
+    assert hierarchical_loss(right, target, classes) < 0.01 < hierarchical_loss(wrong_class, target, classes)
+    with pytest.raises(ValueError, match="unknown loss kind"):
+        RecognitionLoss(LossConfig(kind="dice"), default_charset())
+
+
+def test_width_batches_are_deterministic_and_cover_the_set() -> None:
+    widths = np.random.default_rng(0).integers(50, 900, 1000).astype(float)
+    a, b = width_batches(widths, 32, 1, 0), width_batches(widths, 32, 1, 0)
+    assert a == b and a != width_batches(widths, 32, 1, 1)
+    assert sorted(i for batch in a for i in batch) == list(range(1000))
+    spread = np.mean([np.ptp(widths[batch]) for batch in a])
+    assert spread < 0.3 * np.ptp(widths)  # batches hold similar widths
+
+
+def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> None:
+    cfg = load_train_config(
+        "phase3_1/conservative_small",
+        None,
+        [
+            f"data.dataset={dataset}",
+            *TINY,
+            "optim.epochs=2",
+            "max_steps_per_epoch=5",
+            "checkpoint_every_steps=2",
+        ],
+    )
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    part = train(cfg, tmp_path / "resumed", progress=False, stop_after_steps=7)  # stops inside epoch 2
+    assert part.epochs_run == 1
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+
+    def without_timing(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "samples_per_s"} for row in history]
+
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: Path) -> None:
+    from khmer_ocr.cli import main
+    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.evaluation.evaluate import evaluate
+    from khmer_ocr.inference import Recognizer
+    from khmer_ocr.training.data import ShardReader
+
+    cfg = load_train_config(
+        "production_fast",
+        None,
+        [f"data.dataset={dataset}", *TINY, "optim.epochs=3", "optim.lr=0.003", "data.curriculum=false"],
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    report = evaluate(result.model_dir, dataset, max_lines=20, latency_lines=5)
+    assert set(report.splits) == {"test", "test_unseen_font"}
+    assert {g["name"] for g in report.gates} >= {"milestone_1_char_acc_60", "latency_under_100ms"}
+    assert report.latency["ms_p50"] > 0
+    ds = Dataset(dataset)
+    rec = ds.records[0]
+    image = ShardReader(ds).image(rec)
+    recognizer = Recognizer.load(result.model_dir)
+    light_on_dark = 255 - image
+    preds = recognizer.predict([image, light_on_dark, np.pad(image, 30, constant_values=255)])
+    assert all(isinstance(p.text, str) and 0.0 <= p.confidence <= 1.0 for p in preds)
+    # the CLI writes one JSON line per image; an unreadable one gets an error and the rest still run
+    good = tmp_path / "line.png"
+    import cv2
+
+    cv2.imwrite(str(good), image)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    manifest = tmp_path / "labels.jsonl"
+    manifest.write_text(json.dumps({"image": "line.png"}) + "\n" + json.dumps({"image": "broken.png"}) + "\n")
+    out = tmp_path / "pred.jsonl"
+    assert (
+        main(["predict", "--model", str(result.model_dir), "--manifest", str(manifest), "--output", str(out)])
+        == 0
+    )
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows[0]["image"] == "line.png" and "text" in rows[0] and "confidence" in rows[0]
+    assert rows[1]["image"] == "broken.png" and "error" in rows[1]
