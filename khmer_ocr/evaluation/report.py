@@ -48,12 +48,12 @@ class EvaluationReport:
         lines = [
             f"model {self.model} on {self.dataset}{version} (gates on split {self.primary_split!r}, "
             f"{self.created_at})",
-            f"{'split':<12}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}{'seq acc':>10}"
+            f"{'split':<18}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}{'seq acc':>10}"
             f"{'cluster CER':>13}",
         ]
         for name, m in self.splits.items():
             lines.append(
-                f"{name:<12}{m['n_lines']:>8}{m['n_chars']:>10}{m['cer']:>10.2%}{m['char_accuracy']:>10.2%}"
+                f"{name:<18}{m['n_lines']:>8}{m['n_chars']:>10}{m['cer']:>10.2%}{m['char_accuracy']:>10.2%}"
                 f"{m['sequence_accuracy']:>10.2%}{m['cluster_cer']:>13.2%}"
             )
         if self.latency:
