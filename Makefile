@@ -39,6 +39,8 @@ lint: venv
 
 bench: setup
 	@$(BIN)/python bench/generation.py
+	@$(BIN)/python bench/training.py
+	@$(BIN)/python bench/inference.py
 
 clean:
 	rm -rf $(STATE)
