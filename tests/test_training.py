@@ -182,3 +182,63 @@ def test_committed_reference_model_reads_clean_lines(dataset: str) -> None:
     preds = Recognizer.load().predict([reader.image(r) for r in records])
     metrics = score([r["text"] for r in records], [p.text for p in preds])
     assert metrics.char_accuracy > 0.85, metrics
+
+
+def test_distributed_data_parallel_under_torchrun(dataset: str, tmp_path: Path) -> None:
+    """Two ranks on the CPU (gloo): the same code path as multi-GPU training under torchrun."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "khmer_ocr",
+        "train",
+        "production_fast",
+        "--data",
+        dataset,
+        "--out",
+        str(tmp_path / "ddp"),
+        "--set",
+        "model.size=tiny",
+        "--set",
+        "optim.batch_size=4",
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "max_steps_per_epoch=3",
+        "--set",
+        "data.max_val_lines=8",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(history) == 1 and history[0]["epoch"] == 1
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def test_export_agrees_with_eager_and_refuses_the_hybrid(dataset: str, tmp_path: Path) -> None:
+    from khmer_ocr.errors import ExportError
+    from khmer_ocr.export import export_torchscript
+    from khmer_ocr.inference import REFERENCE_MODEL
+
+    result = export_torchscript(REFERENCE_MODEL, tmp_path / "model.pt")
+    assert result.path.is_file() and result.same_decoding and result.max_abs_diff < 1e-3
+    traced = torch.jit.load(str(result.path))
+    out = traced(torch.zeros(1, 1, 32, 160), torch.tensor([160]))
+    assert out["ctc_logits"].shape[0] == 1
+    cfg = load_train_config(
+        "phase3_1/conservative_small",
+        "demo",
+        [f"data.dataset={dataset}", *TINY, "optim.epochs=1", "max_steps_per_epoch=1"],
+    )
+    hybrid = train(cfg, tmp_path / "hybrid", progress=False)
+    with pytest.raises(ExportError, match="do not export"):
+        export_torchscript(hybrid.model_dir, tmp_path / "hybrid.pt")
