@@ -15,23 +15,9 @@ import pytest
 from PIL import Image
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, DatasetError, generate_dataset
+from khmer_ocr.data.dataset import MANIFEST_FIELDS, Dataset, DatasetError, generate_dataset
 
-FIELDS = {
-    "id",
-    "text",
-    "font",
-    "font_family",
-    "difficulty",
-    "source",
-    "width",
-    "height",
-    "checksum",
-    "split",
-    "shard",
-    "offset",
-    "size",
-}
+FIELDS = set(MANIFEST_FIELDS)
 
 
 def small_config(**kw) -> DataConfig:

@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.dataset import Dataset, generate_dataset
 from khmer_ocr.inference import ModelLoadError, Recognizer
 from khmer_ocr.training.phases import PhaseRun, train_config
+from tests.processes import stop_process_group
 
 _START_TIMEOUT_S = 90.0
 _OVERRIDES = [
@@ -87,12 +87,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

