@@ -2,7 +2,7 @@
 
     from khmer_ocr.models import ModelConfig, build_model, fuse_for_inference
     model = build_model(ModelConfig(arch="fast", size="small"))
-    model.load_state_dict(state_dict)  # plain state_dict; ModelConfig.to_dict() is saved beside it
+    model.load_state_dict(state_dict)  # plain state_dict; the ModelConfig is saved beside it
     model = fuse_for_inference(model)  # eval, no grad, BatchNorm folded: the serving copy
     ids, probs = model.decode(images, widths)  # images (B, 1, 48, W): ink 1.0, paper 0.0, right-padded 0
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 
 @dataclass
 class ModelConfig:
-    """What `build_model` needs; saved beside every checkpoint (`to_dict`) so the weights can be rebuilt.
+    """What `build_model` needs; saved beside the weights (model.yaml, khmer_ocr.config) to rebuild them.
 
     arch:  "hybrid": CNN + 2-layer BiLSTM + multi-head attention decoder, plus an auxiliary CTC head on the
            encoder (best accuracy, autoregressive decoding).
@@ -29,14 +29,3 @@ class ModelConfig:
     dropout: float = 0.1
     max_length: int = 100
     rnn_hidden: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**data)
