@@ -8,13 +8,18 @@ import sys
 from khmer_ocr import __version__
 
 DESCRIPTION = """\
-khmer-ocr: synthetic Khmer text-line data, recognizer training, registry and serving.
+khmer-ocr: synthetic Khmer text-line data, recognizer training, evaluation and prediction.
 
 Typical use:
-  khmer-ocr generate --profile demo --out data/demo      render a small validated dataset
-  khmer-ocr validate data/demo                           check it with Great Expectations
-  khmer-ocr fonts                                        list Khmer fonts and their roles
-  khmer-ocr demo                                         what `make run` does
+  khmer-ocr generate --profile demo --out data/demo        render a small dataset and validate it
+  khmer-ocr validate data/demo                             check a dataset with Great Expectations
+  khmer-ocr fonts                                          list Khmer fonts and their roles
+  khmer-ocr train phase3_1/baseline_optimized --data data/demo --out runs/b --profile demo
+  khmer-ocr tune --data data/demo --out runs/p31           phase 3.1: seven configurations, best picked
+  khmer-ocr evaluate --model runs/b/model --data data/demo test splits against the milestone gates
+  khmer-ocr predict line.png                               read images with the reference model
+  khmer-ocr export --out model.pt                          TorchScript, checked against eager PyTorch
+  khmer-ocr demo                                           what `make run` does
 """
 
 

@@ -147,4 +147,22 @@ def _demo(args: argparse.Namespace) -> int:
     rc = _validate_and_report(str(out), None)
     print(f"sample grid: {_path(str(out), 'samples.png')}")
     print(f"dataset card: {_path(str(out), 'card.md')}")
+    if rc == 0:
+        _read_a_few(str(out))
     return rc
+
+
+def _read_a_few(uri: str, n: int = 5) -> None:
+    """Show the committed reference model reading some unseen-font test lines of the dataset."""
+    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.inference import Recognizer
+    from khmer_ocr.training.data import ShardReader
+
+    ds = Dataset(uri)
+    records = [r for r in ds.split("test_unseen_font") if r["difficulty"] <= 2][:n]
+    reader = ShardReader(ds)
+    preds = Recognizer.load().predict([reader.image(r) for r in records])
+    print("the reference model reading unseen-font test lines (truth | read, confidence):")
+    for rec, pred in zip(records, preds, strict=True):
+        mark = "=" if pred.text == rec["text"] else "~"
+        print(f"  {mark} {rec['text']} | {pred.text} ({pred.confidence:.2f})")
