@@ -170,7 +170,7 @@ def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: P
 
 def test_committed_reference_model_reads_clean_lines(dataset: str) -> None:
     """Recognizer.load() with no argument loads the committed model; on clean, short lines (levels 1-2) it
-    measured 93.7 % character accuracy when it was committed."""
+    measured 97.3 % character accuracy when it was committed."""
     from khmer_ocr.data.dataset import Dataset
     from khmer_ocr.evaluation import score
     from khmer_ocr.inference import Recognizer
@@ -181,7 +181,7 @@ def test_committed_reference_model_reads_clean_lines(dataset: str) -> None:
     reader = ShardReader(ds)
     preds = Recognizer.load().predict([reader.image(r) for r in records])
     metrics = score([r["text"] for r in records], [p.text for p in preds])
-    assert metrics.char_accuracy > 0.85, metrics
+    assert metrics.char_accuracy > 0.9, metrics
 
 
 def test_distributed_data_parallel_under_torchrun(dataset: str, tmp_path: Path) -> None:
