@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from khmer_ocr.cli.options import add_overrides
+
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,14 +24,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, help="number of lines (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set text.latin_prob=0.1 (repeatable)",
-    )
+    add_overrides(p, "text.latin_prob=0.1")
     p.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --out first")
     p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations validation")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from khmer_ocr.cli.options import add_overrides, add_tracking
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict:
@@ -23,20 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, history.json")
     p.add_argument("--profile", choices=["demo", "full"], help="scale the config: demo = minutes on a CPU")
     p.add_argument("--init-from", help="transfer from a checkpoint, model folder or models:/name@alias")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=0.0005 (repeatable)",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI") or None,
-        help="record the run in MLflow at this tracking URI (http://host:port, sqlite:///file.db); "
-        "default: $MLFLOW_TRACKING_URI; neither given: no tracking",
-    )
+    add_overrides(p, "optim.lr=0.0005")
+    add_tracking(p)
     p = sub.add_parser(
         "tune",
         help="phase 3.1: train the seven configurations and pick the best",
@@ -47,12 +36,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--out", required=True, help="folder for the runs")
     p.add_argument("--profile", choices=["demo", "full"], default="demo")
     p.add_argument("--only", nargs="+", help="a subset of the configurations")
-    p.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI") or None,
-        help="record each configuration's run in MLflow at this tracking URI; default: "
-        "$MLFLOW_TRACKING_URI; neither given: no tracking",
-    )
+    add_tracking(p)
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model on a dataset's test splits against the milestone gates",
