@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-local.t
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (versions pinned by requirements/constraints.txt)"
 	@set -o pipefail; $(PIP) "torch>=2.4" $(QUIET_PIP)
-	@set -o pipefail; $(PIP) -e ".[dev]" $(QUIET_PIP)
+	@set -o pipefail; $(PIP) -e ".[serve,airflow,dev]" $(QUIET_PIP)
 	@touch $(STAMP)
 
 run: setup
