@@ -7,3 +7,15 @@ class ModelLoadError(ValueError):
 
 class ExportError(ValueError):
     """The model cannot be exported, or the export does not agree with the eager model."""
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be done; the message says why and what to do."""
+
+
+class PromotionRefused(RegistryError):
+    """promote() refused: the version is not approved, fails its gates, or is worse than the champion."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

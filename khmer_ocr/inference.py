@@ -77,11 +77,12 @@ class Recognizer:
 
     @classmethod
     def load(cls, ref: str | Path | None = None, device: str = "cpu") -> Recognizer:
-        """ref: a model folder, `models:/<name>@<alias>` (MLflow registry), or None (the reference model)."""
+        """ref: a model folder, `models:/<name>@<alias>` / `models:/<name>/<version>` (MLflow registry),
+        `runs:/<run_id>/model` (a tracked run's model), or None (the committed reference model)."""
         if ref is None:
             ref = REFERENCE_MODEL
         ref_s = str(ref)
-        if ref_s.startswith("models:/"):
+        if ref_s.startswith(("models:/", "runs:/")):
             from khmer_ocr.registry import download_model  # MLflow is only needed for registry refs
 
             ref = download_model(ref_s)

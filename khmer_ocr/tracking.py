@@ -68,7 +68,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
 
 
 @contextmanager
-def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (mlflow.start_run, log_model) at uri, then restore exactly what was there
     (mlflow.set_tracking_uri also sets the MLFLOW_TRACKING_URI environment variable)."""
     import mlflow
@@ -251,7 +251,7 @@ class MlflowTracker:
         if example_texts:
             example = pd.DataFrame({"image": [base64.b64encode(_line_png(example_texts[0])).decode("ascii")]})
         with (
-            _fluent_tracking_uri(self.tracking_uri),
+            fluent_tracking_uri(self.tracking_uri),
             mlflow.start_run(run_id=self._run, nested=mlflow.active_run() is not None),
             warnings.catch_warnings(),
         ):
@@ -266,6 +266,36 @@ class MlflowTracker:
                 pip_requirements=[f"khmer-ocr=={__version__}"],  # as given: MLflow infers nothing
             )
         return info.model_uri
+
+
+def log_model_folder(
+    model_dir: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str = "imported-model",
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Track an existing model folder (e.g. the committed reference model) as a finished run with its
+    logged model, so that it can be registered like a trained one; returns the run id."""
+    from khmer_ocr.inference import WEIGHTS
+
+    model_dir = Path(model_dir)
+    if not (model_dir / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no {WEIGHTS})")
+    tracker = MlflowTracker(tracking_uri, experiment, run_name)
+    exp = tracker.client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else tracker.client.create_experiment(experiment)
+    tracker.run_id = tracker.client.create_run(exp_id, run_name=run_name).info.run_id
+    card = model_dir / "card.md"
+    if card.is_file():
+        tracker.client.log_artifact(tracker.run_id, str(card))
+    model_uri = tracker._log_model(model_dir, ["ភាសាខ្មែរ"])
+    base = {"phase": "imported", "config": run_name, "khmer_ocr_version": __version__}
+    base["source"] = str(model_dir)
+    tracker._log_batch(tags={**base, **(tags or {}), "model_uri": model_uri})
+    tracker.client.set_terminated(tracker.run_id, "FINISHED")
+    return tracker.run_id
 
 
 # ----------------------------------------------------------------------------------------------- pictures

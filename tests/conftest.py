@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,3 +182,74 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     storage.s3_client().create_bucket(Bucket=bucket)
     yield f"s3://{bucket}"
     storage.reset_s3_client()
+
+
+# ------------------------------------------------------------------------------------------------------
+# MLflow: a real tracking server (SQLite backend, local artifacts), one per test session.
+#   mlflow_server (session): its URL.
+# ------------------------------------------------------------------------------------------------------
+_MLFLOW_START_TIMEOUT_S = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mlflow_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on a free localhost port (one process: job execution off)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [
+        str(mlflow_bin) if mlflow_bin.is_file() else "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = root / "server.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + _MLFLOW_START_TIMEOUT_S
+        while not _mlflow_ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                pytest.fail(f"mlflow server did not start (exit {proc.poll()}); log tail:\n{tail}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.fixture
+def mlflow_env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The process's MLflow (and khmer_ocr.registry) pointed at the server; a fresh model cache."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return mlflow_server

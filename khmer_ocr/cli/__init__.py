@@ -19,19 +19,23 @@ Typical use:
   khmer-ocr evaluate --model runs/b/model --data data/demo test splits against the milestone gates
   khmer-ocr predict line.png                               read images with the reference model
   khmer-ocr export --out model.pt                          TorchScript, checked against eager PyTorch
+  khmer-ocr register --run RUN_ID --data data/demo         model version; alias candidate if gates pass
+  khmer-ocr approve 3 --by alice && khmer-ocr promote 3 --by alice   alias champion (previous kept)
+  khmer-ocr rollback --by alice                            champion back to the previous version
+  khmer-ocr models                                         versions, aliases, approvals, accuracy
   khmer-ocr demo                                           what `make run` does
 """
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    from khmer_ocr.cli import data, model
+    from khmer_ocr.cli import data, model, registry
 
     parser = argparse.ArgumentParser(
         prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    handlers = {**data.add_commands(sub), **model.add_commands(sub)}
+    handlers = {**data.add_commands(sub), **model.add_commands(sub), **registry.add_commands(sub)}
     return parser, handlers
 
 
@@ -40,14 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     from khmer_ocr.data.dataset import DatasetError
     from khmer_ocr.data.fonts import FontError
     from khmer_ocr.data.sources import TextSourceError
-    from khmer_ocr.errors import ExportError, ModelLoadError
+    from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError
     from khmer_ocr.storage import StorageError
 
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
     try:
         return handlers[args.command](args)
+    except PromotionRefused as exc:
+        print(f"khmer-ocr: refused: {exc}", file=sys.stderr)
+        return 1
     except (
+        RegistryError,
         ConfigError,
         DatasetError,
         FontError,

@@ -61,4 +61,5 @@ def evaluate(
         latency=latency,
         gates=load_gates(gates),
         primary_split=primary,
+        gate_set=str(gates),
     )

@@ -23,6 +23,7 @@ class EvaluationReport:
     error_analysis: dict[str, Any]  # metrics.error_analysis() of primary_split
     passed: bool
     primary_split: str = "test"
+    gate_set: str = "milestones"  # the gate profile name or YAML path the gates came from
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,7 +47,8 @@ class EvaluationReport:
     def summary(self, top_confusions: int = 5) -> str:
         version = f"@{self.dataset_version}" if self.dataset_version else ""
         lines = [
-            f"model {self.model} on {self.dataset}{version} (gates on split {self.primary_split!r}, "
+            f"model {self.model} on {self.dataset}{version} (gates {self.gate_set!r} on split "
+            f"{self.primary_split!r}, "
             f"{self.created_at})",
             f"{'split':<18}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}{'seq acc':>10}"
             f"{'cluster CER':>13}",
@@ -91,6 +93,7 @@ def build_report(
     gates: GateConfig,
     primary_split: str = "test",
     top_k: int = 20,
+    gate_set: str = "milestones",
 ) -> EvaluationReport:
     """Score every split (refs, hyps), analyse the primary split's errors and check the gates on it."""
     if primary_split not in per_split:
@@ -113,4 +116,5 @@ def build_report(
         error_analysis=error_analysis(refs, hyps, top_k=top_k),
         passed=all_passed(results),
         primary_split=primary_split,
+        gate_set=gate_set,
     )

@@ -1,0 +1,157 @@
+"""`khmer-ocr` registry commands: register, approve, reject, promote, rollback, models."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+
+REGISTRY_HELP = (
+    "The registered model `khmer-ocr` in MLflow at --tracking-uri (default $MLFLOW_TRACKING_URI, else "
+    "./mlflow.db). Aliases: candidate (passes its gates), champion (promoted, served), previous (the "
+    "champion before). Approval is the model-version tag approval=approved with approved_by (set in the "
+    "MLflow UI, or with `khmer-ocr approve`)."
+)
+
+
+def _common(p: argparse.ArgumentParser, who: bool = True) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        help="MLflow tracking/registry URI (http://host:port or sqlite:///file.db); default "
+        "$MLFLOW_TRACKING_URI, else ./mlflow.db",
+    )
+    p.add_argument("--name", default="khmer-ocr", help="registered model name (default: khmer-ocr)")
+    if who:
+        p.add_argument("--by", default=getpass.getuser(), help="who is acting (recorded in tags)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> dict:
+    """Register the registry subcommands; returns their handlers by name."""
+    p = sub.add_parser(
+        "register",
+        help="register a tracked run's model (alias candidate if it passes its gates)",
+        description="Create a model version from an MLflow run's logged model, tagged with its gate "
+        "results, metrics, dataset, config and code versions. With --data the model is evaluated on that "
+        "dataset first; --model registers a model folder (e.g. the reference model) through a new run. "
+        + REGISTRY_HELP,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="MLflow run id (khmer-ocr train --tracking-uri prints it)")
+    src.add_argument("--model", help="a model folder to track as a new run, then register")
+    p.add_argument("--data", help="evaluate on this dataset now (required for --model)")
+    p.add_argument("--gates", default="milestones", help="gate set name or YAML path (default: milestones)")
+    _common(p)
+    p = sub.add_parser("approve", help="approve a model version for promotion", description=REGISTRY_HELP)
+    p.add_argument("version", help="model version number")
+    p.add_argument("--reason", default="", help="why (recorded)")
+    _common(p)
+    p = sub.add_parser("reject", help="reject a model version", description=REGISTRY_HELP)
+    p.add_argument("version", help="model version number")
+    p.add_argument("--reason", required=True, help="why (recorded)")
+    _common(p)
+    p = sub.add_parser(
+        "promote",
+        help="make an approved, gate-passing version the champion",
+        description="Moves the alias champion to VERSION if it is approved, passes its gates and reads at "
+        "least as many characters as the current champion on the same evaluation data; the old champion "
+        "keeps the alias previous. Otherwise refuses and says why (exit 1). " + REGISTRY_HELP,
+    )
+    p.add_argument("version", help="model version number")
+    p.add_argument("--reason", default="", help="why (recorded)")
+    _common(p)
+    p = sub.add_parser(
+        "rollback", help="move champion back to the previous champion", description=REGISTRY_HELP
+    )
+    p.add_argument("--reason", default="", help="why (recorded)")
+    _common(p)
+    p = sub.add_parser("models", help="list the registered versions", description=REGISTRY_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(p, who=False)
+    return {
+        "register": _register,
+        "approve": _approve,
+        "reject": _reject,
+        "promote": _promote,
+        "rollback": _rollback,
+        "models": _models,
+    }
+
+
+def _show(info, what: str) -> int:
+    aliases = ", ".join(info.aliases) or "no alias"
+    gates = "passes its gates" if info.gates_passed else "fails its gates"
+    print(f"{what}: {info.name} version {info.version} ({aliases}; {gates}; approval {info.approval})")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    run_id = args.run
+    if args.model:
+        from khmer_ocr.tracking import log_model_folder
+
+        if not args.data:
+            from khmer_ocr.errors import RegistryError
+
+            raise RegistryError("--model needs --data: a model is registered with its evaluation")
+        run_id = log_model_folder(args.model, tracking_uri=args.tracking_uri, run_name="imported-model")
+        print(f"tracked {args.model} as run {run_id}")
+    info = registry.register(
+        run_id, data=args.data, gates=args.gates, by=args.by, name=args.name, tracking_uri=args.tracking_uri
+    )
+    for key in sorted(k for k in info.tags if k.startswith(("gate.", "metric."))):
+        print(f"  {key}: {info.tags[key]}")
+    return _show(info, "registered")
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    where = {"name": args.name, "tracking_uri": args.tracking_uri}
+    info = registry.approve(args.version, args.by, args.reason, **where)
+    return _show(info, f"approved by {args.by}")
+
+
+def _reject(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    where = {"name": args.name, "tracking_uri": args.tracking_uri}
+    info = registry.reject(args.version, args.by, args.reason, **where)
+    return _show(info, f"rejected by {args.by}")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    where = {"name": args.name, "tracking_uri": args.tracking_uri}
+    info = registry.promote(args.version, args.by, args.reason, **where)
+    print(f"  {info.tags.get('comparison', '')}")
+    return _show(info, "promoted")
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    info = registry.rollback(args.by, args.reason, name=args.name, tracking_uri=args.tracking_uri)
+    return _show(info, "champion is now")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from khmer_ocr import registry
+
+    versions = registry.list_versions(name=args.name, tracking_uri=args.tracking_uri)
+    if args.json:
+        print(json.dumps([v.to_dict() for v in versions], indent=1, ensure_ascii=False))
+        return 0
+    print(f"{'version':>7}  {'aliases':<20}{'approval':<10}{'gates':<6}{'char acc':>9}  config")
+    for v in versions:
+        acc = v.metric("char_accuracy")
+        shown = f"{acc:.2%}" if acc is not None else "-"
+        print(
+            f"{v.version:>7}  {','.join(v.aliases) or '-':<20}{v.approval:<10}"
+            f"{'pass' if v.gates_passed else 'fail':<6}{shown:>9}  {v.tags.get('config', '')}"
+        )
+    return 0
