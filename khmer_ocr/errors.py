@@ -19,3 +19,11 @@ class PromotionRefused(RegistryError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ServingError(RuntimeError):
+    """TorchServe could not be prepared, started or reached; the message says what to fix."""
+
+
+class DeployError(ServingError):
+    """A deployment failed (registration or smoke test); the version served before keeps serving."""

@@ -62,7 +62,13 @@ def load_model(
     charset = Charset.load(path / CHARSET)
     model = build_model(cfg)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / WEIGHTS)).items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise ModelLoadError(
+            f"{path}: the weights do not fit the architecture in {MODEL_YAML}: {first}"
+        ) from exc
     return model.to(device).eval(), cfg, charset
 
 

@@ -88,6 +88,18 @@ def _resolve(client, ref: str) -> tuple[str, str]:
     return f"models:/{name}/{version}", f"{name}-v{version}"
 
 
+def registry_version(ref: str) -> str | None:
+    """The model version number a models:/<name>@<alias> or models:/<name>/<version> reference names
+    now; None for other references."""
+    m = _MODELS.match(ref)
+    if not m or not (m["alias"] or m["version"]):
+        return None
+    try:
+        return _resolve(_client(None), ref)[1].rsplit("-v", 1)[1]
+    except Exception as exc:  # MlflowException or a connection error
+        raise ModelLoadError(f"cannot resolve {ref}: {exc}") from exc
+
+
 def download_model(ref: str) -> Path:
     """The local model folder for a registry or run reference (downloaded once, then cached).
 

@@ -23,19 +23,23 @@ Typical use:
   khmer-ocr approve 3 --by alice && khmer-ocr promote 3 --by alice   alias champion (previous kept)
   khmer-ocr rollback --by alice                            champion back to the previous version
   khmer-ocr models                                         versions, aliases, approvals, accuracy
+  khmer-ocr serve                                          TorchServe REST on 127.0.0.1:8080 (Ctrl-C stops)
+  khmer-ocr deploy --model models:/khmer-ocr@champion      new version on a running TorchServe, smoke-tested
   khmer-ocr demo                                           what `make run` does
 """
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    from khmer_ocr.cli import data, model, registry
+    from khmer_ocr.cli import data, model, registry, serving
 
     parser = argparse.ArgumentParser(
         prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    handlers = {**data.add_commands(sub), **model.add_commands(sub), **registry.add_commands(sub)}
+    handlers = {}
+    for group in (data, model, registry, serving):
+        handlers.update(group.add_commands(sub))
     return parser, handlers
 
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from khmer_ocr.data.dataset import DatasetError
     from khmer_ocr.data.fonts import FontError
     from khmer_ocr.data.sources import TextSourceError
-    from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError
+    from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError, ServingError
     from khmer_ocr.storage import StorageError
 
     parser, handlers = build_parser()
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (
         RegistryError,
+        ServingError,
         ConfigError,
         DatasetError,
         FontError,

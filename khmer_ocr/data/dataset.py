@@ -184,13 +184,26 @@ class GenerateResult:
     card: dict
 
 
-def generate_dataset(
-    cfg: DataConfig, out: str | Path, workers: int = 0, overwrite: bool = False, progress: bool = True
-) -> GenerateResult:
-    """Generate (or resume, or extend) the dataset described by cfg at out (a folder or s3:// prefix)."""
+def shard_ranges(cfg: DataConfig) -> dict[int, range]:
+    """The sample indices of each shard of the dataset cfg describes, by shard id."""
+    n_shards = -(-cfg.num_samples // cfg.shard_size)
+    return {
+        k: range(k * cfg.shard_size, min(cfg.num_samples, (k + 1) * cfg.shard_size)) for k in range(n_shards)
+    }
+
+
+def _tmp_root(out: str) -> Path:
+    root = (
+        Path(out, "shards", ".tmp") if not storage.is_s3(out) else Path(tempfile.mkdtemp(prefix="khmer-ocr-"))
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _prepare(cfg: DataConfig, out: str, overwrite: bool) -> Path:
+    """Check that out can hold (or resume) this dataset, write its config, generator identity and charset;
+    returns the local folder for temporary files."""
     global _FACTORY
-    out = str(out)
-    start = time.perf_counter()
     if cfg.num_samples < 1 or cfg.shard_size < 1:
         raise DatasetError("num_samples and shard_size must be positive")
     _check_resumable(out, cfg, overwrite)
@@ -202,21 +215,48 @@ def generate_dataset(
         if not os.access(Path(out), os.W_OK):
             raise DatasetError(f"cannot write to {out}: permission denied")
     _FACTORY = SampleFactory(cfg)  # fails early, in the parent, on bad fonts or sources
-    charset = default_charset()
-    tmp_root = (
-        Path(out, "shards", ".tmp") if not storage.is_s3(out) else Path(tempfile.mkdtemp(prefix="khmer-ocr-"))
-    )
-    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp_root = _tmp_root(out)
     storage.write_text(storage.join(out, CONFIG), _yaml(cfg))
     storage.write_text(storage.join(out, GENERATOR), json.dumps(generator_identity()))
     charset_tmp = tmp_root / CHARSET
-    charset.save(charset_tmp)
+    default_charset().save(charset_tmp)
     _commit(charset_tmp, storage.join(out, CHARSET))
+    return tmp_root
 
-    n_shards = -(-cfg.num_samples // cfg.shard_size)
-    ranges = {
-        k: range(k * cfg.shard_size, min(cfg.num_samples, (k + 1) * cfg.shard_size)) for k in range(n_shards)
-    }
+
+def _commit_shard(out: str, k: int, tmp: str, records: list[dict], tmp_root: Path) -> None:
+    """Move a rendered shard into place: its tar first, then its .jsonl (which marks it done)."""
+    _commit(Path(tmp), storage.join(out, shard_name(k) + ".tar"))
+    part = tmp_root / f"shard-{k:05d}.jsonl"
+    part.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    _commit(part, storage.join(out, shard_name(k) + ".jsonl"))
+
+
+def _finalize(
+    cfg: DataConfig, out: str, done: dict[int, list[dict]], tmp_root: Path
+) -> tuple[str, dict, int]:
+    """Write the sample grid, the card and, last, the manifest (its presence marks the dataset complete);
+    returns (version, card, number of lines)."""
+    records = [r for k in sorted(done) for r in done[k]]
+    manifest = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    version = f"{cfg.name}-{hashlib.sha256(manifest).hexdigest()[:12]}"
+    card = _card(cfg, version, records, default_charset())
+    _write_grid(out, records, tmp_root)
+    storage.write_text(storage.join(out, CARD), json.dumps(card, ensure_ascii=False, indent=1))
+    storage.write_text(storage.join(out, "card.md"), _card_markdown(card))
+    storage.write_bytes(storage.join(out, MANIFEST), manifest)
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    return version, card, len(records)
+
+
+def generate_dataset(
+    cfg: DataConfig, out: str | Path, workers: int = 0, overwrite: bool = False, progress: bool = True
+) -> GenerateResult:
+    """Generate (or resume, or extend) the dataset described by cfg at out (a folder or s3:// prefix)."""
+    out = str(out)
+    start = time.perf_counter()
+    tmp_root = _prepare(cfg, out, overwrite)
+    ranges = shard_ranges(cfg)
     done = _done_shards(out, {k: len(r) for k, r in ranges.items()})
     todo = [(k, r, str(tmp_root), cfg.png_compress_level) for k, r in ranges.items() if k not in done]
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
@@ -238,12 +278,7 @@ def generate_dataset(
             pool = ctx.Pool(workers, initializer=_init_worker, initargs=(to_dict(cfg),))
             results = pool.imap_unordered(_make_shard, todo)
         for k, tmp, records in results:
-            _commit(Path(tmp), storage.join(out, shard_name(k) + ".tar"))
-            part = tmp_root / f"shard-{k:05d}.jsonl"
-            part.write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-            )
-            _commit(part, storage.join(out, shard_name(k) + ".jsonl"))
+            _commit_shard(out, k, tmp, records, tmp_root)
             done[k] = records
             generated += len(records)
             bar.update(len(records))
@@ -256,18 +291,71 @@ def generate_dataset(
         raise
     finally:
         bar.close()
-    records = [r for k in sorted(done) for r in done[k]]
-    manifest = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    version = f"{cfg.name}-{hashlib.sha256(manifest).hexdigest()[:12]}"
-    card = _card(cfg, version, records, charset)
-    _write_grid(out, records, tmp_root)
-    storage.write_text(storage.join(out, CARD), json.dumps(card, ensure_ascii=False, indent=1))
-    storage.write_text(storage.join(out, "card.md"), _card_markdown(card))
-    storage.write_bytes(
-        storage.join(out, MANIFEST), manifest
-    )  # last: its presence marks the dataset complete
-    shutil.rmtree(tmp_root, ignore_errors=True)
-    return GenerateResult(out, version, len(records), generated, time.perf_counter() - start, card)
+    version, card, n = _finalize(cfg, out, done, tmp_root)
+    return GenerateResult(out, version, n, generated, time.perf_counter() - start, card)
+
+
+# The same steps, split for orchestrators that spread one dataset's shards over separate tasks or machines
+# (the Airflow DAG khmer_ocr_data): prepare_dataset once, generate_shards for each group of shard ids (in
+# parallel, anywhere that can write to out), finalize_dataset once when every shard is written.
+def prepare_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False) -> list[int]:
+    """Check that out can hold (or resume, or extend) this dataset and write its config; returns the ids of
+    the shards still to render (shard_ranges(cfg) lists them all)."""
+    out = str(out)
+    tmp_root = _prepare(cfg, out, overwrite)
+    if storage.is_s3(out):
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    ranges = shard_ranges(cfg)
+    done = _done_shards(out, {k: len(r) for k, r in ranges.items()})
+    return [k for k in ranges if k not in done]
+
+
+def generate_shards(cfg: DataConfig, out: str | Path, shard_ids: list[int], progress: bool = False) -> int:
+    """Render the shards shard_ids of a dataset prepared at out (one process; shards already written are
+    skipped); returns the number of lines rendered."""
+    global _FACTORY
+    out = str(out)
+    if not storage.exists(storage.join(out, CONFIG)):
+        raise DatasetError(f"{out} is not prepared: call prepare_dataset first")
+    _check_resumable(out, cfg, overwrite=False)
+    ranges = shard_ranges(cfg)
+    unknown = sorted(set(shard_ids) - set(ranges))
+    if unknown:
+        raise DatasetError(f"no shards {unknown} in a dataset of {len(ranges)} shards")
+    done = _done_shards(out, {k: len(ranges[k]) for k in shard_ids})
+    todo = [k for k in sorted(set(shard_ids)) if k not in done]
+    if not todo:
+        return 0
+    _FACTORY = SampleFactory(cfg)
+    tmp_root = _tmp_root(out)
+    generated = 0
+    with tqdm(total=sum(len(ranges[k]) for k in todo), unit="line", disable=not progress) as bar:
+        for k in todo:
+            _, tmp, records = _make_shard((k, ranges[k], str(tmp_root), cfg.png_compress_level))
+            _commit_shard(out, k, tmp, records, tmp_root)
+            generated += len(records)
+            bar.update(len(records))
+    if storage.is_s3(out):
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return generated
+
+
+def finalize_dataset(cfg: DataConfig, out: str | Path) -> GenerateResult:
+    """Write the manifest, card and sample grid of a dataset whose shards are all written."""
+    global _FACTORY
+    out = str(out)
+    start = time.perf_counter()
+    if not storage.exists(storage.join(out, CONFIG)):
+        raise DatasetError(f"{out} is not prepared: call prepare_dataset first")
+    _check_resumable(out, cfg, overwrite=False)
+    ranges = shard_ranges(cfg)
+    done = _done_shards(out, {k: len(r) for k, r in ranges.items()})
+    missing = sorted(set(ranges) - set(done))
+    if missing:
+        raise DatasetError(f"{out}: shards {missing} are not written yet: run generate_shards for them")
+    _FACTORY = SampleFactory(cfg)  # the card lists its fonts
+    version, card, n = _finalize(cfg, out, done, _tmp_root(out))
+    return GenerateResult(out, version, n, 0, time.perf_counter() - start, card)
 
 
 def _yaml(cfg: DataConfig) -> str:

@@ -1,0 +1,105 @@
+"""TorchServe model archives (.mar) of khmer-ocr models, built with torch-model-archiver.
+
+An archive holds the handler (serving/handler.py), serving/model-config.yaml and the model folder's files
+(model.safetensors, model.yaml, charset.json): no pickled weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from khmer_ocr.errors import ServingError
+from khmer_ocr.inference import CHARSET, MODEL_YAML, REFERENCE_MODEL, WEIGHTS
+
+MODEL_NAME = "khmer-ocr"
+
+
+def serving_dir() -> Path:
+    """The folder with handler.py, model-config.yaml and config.properties ($KHMER_OCR_SERVING_DIR, else
+    serving/ of this checkout)."""
+    path = Path(os.environ.get("KHMER_OCR_SERVING_DIR") or Path(__file__).resolve().parents[2] / "serving")
+    if not (path / "handler.py").is_file():
+        raise ServingError(f"no TorchServe handler at {path}/handler.py: set KHMER_OCR_SERVING_DIR")
+    return path
+
+
+@dataclass
+class ResolvedModel:
+    model_dir: Path
+    version: str  # the registry version, else a short hash of the weights
+    ref: str
+
+
+def resolve_model(ref: str | Path | None) -> ResolvedModel:
+    """A model folder and a version label for a model reference (folder, models:/..., runs:/..., None for
+    the committed reference model)."""
+    ref_s = str(ref) if ref is not None else ""
+    version = None
+    if ref_s.startswith(("models:/", "runs:/")):
+        from khmer_ocr.registry import download_model, registry_version
+
+        model_dir = download_model(ref_s)
+        version = registry_version(ref_s)
+    else:
+        model_dir = Path(ref_s) if ref_s else REFERENCE_MODEL
+    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if not (model_dir / n).is_file()]
+    if missing:
+        raise ServingError(f"{ref_s or model_dir} is not a model folder: missing {', '.join(missing)}")
+    if version is None:
+        version = "0." + hashlib.sha256((model_dir / WEIGHTS).read_bytes()).hexdigest()[:10]
+    return ResolvedModel(model_dir, version, ref_s or "reference")
+
+
+def archive_name(model_name: str, version: str) -> str:
+    return f"{model_name}-v{re.sub(r'[^A-Za-z0-9_.-]', '_', version)}.mar"
+
+
+def _archiver() -> str:
+    beside = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(beside) if beside.is_file() else shutil.which("torch-model-archiver")
+    if not found:
+        raise ServingError("torch-model-archiver is not installed: pip install 'khmer-ocr[serve]'")
+    return found
+
+
+def build_archive(
+    model: str | Path | ResolvedModel | None,
+    out_dir: str | Path,
+    *,
+    model_name: str = MODEL_NAME,
+    version: str | None = None,
+) -> Path:
+    """Write <out_dir>/<model_name>-v<version>.mar for a model reference; returns its path."""
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    version = version or resolved.version
+    serving = serving_dir()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / archive_name(model_name, version)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".mar-") as tmp:
+        extra = ",".join(str(resolved.model_dir / n) for n in (WEIGHTS, MODEL_YAML, CHARSET))
+        cmd = [
+            _archiver(),
+            "--model-name", model_name,
+            "--version", version,
+            "--handler", str(serving / "handler.py"),
+            "--extra-files", extra,
+            "--config-file", str(serving / "model-config.yaml"),
+            "--export-path", tmp,
+            "--force",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        built = Path(tmp) / f"{model_name}.mar"
+        if done.returncode != 0 or not built.is_file():
+            tail = done.stderr.strip()[-2000:]
+            raise ServingError(f"torch-model-archiver failed ({done.returncode}): {tail}")
+        os.replace(built, target)
+    return target

@@ -1,0 +1,132 @@
+"""A small client for TorchServe's inference and management REST APIs (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from khmer_ocr.errors import ServingError
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any  # parsed JSON, else text
+
+
+class TorchServeClient:
+    """Inference (`/ping`, `/predictions`) and management (`/models`) calls; token when auth is on."""
+
+    def __init__(
+        self,
+        management_url: str = "http://127.0.0.1:8081",
+        inference_url: str = "http://127.0.0.1:8080",
+        token: str | None = None,
+        inference_token: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.management_url = management_url.rstrip("/")
+        self.inference_url = inference_url.rstrip("/")
+        self.token, self.inference_token, self.timeout = token, inference_token, timeout
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    def _call(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        token: str | None = None,
+    ) -> Response:
+        request = urllib.request.Request(url, data=data, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except OSError as exc:
+            raise ServingError(f"TorchServe at {url} cannot be reached: {exc}") from exc
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            return Response(status, json.loads(text))
+        except ValueError:
+            return Response(status, text)
+
+    def _manage(self, method: str, path: str, **params: Any) -> Response:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = f"{self.management_url}{path}" + (f"?{query}" if query else "")
+        return self._call(method, url, token=self.token)
+
+    @staticmethod
+    def _ok(r: Response, what: str) -> Any:
+        if r.status >= 300:
+            raise ServingError(f"{what}: HTTP {r.status}: {r.body}")
+        return r.body
+
+    # ------------------------------------------------------------------------------------------ inference
+    def healthy(self) -> bool:
+        try:
+            r = self._call("GET", f"{self.inference_url}/ping", token=self.inference_token)
+        except ServingError:
+            return False
+        return r.status == 200 and isinstance(r.body, dict) and r.body.get("status") == "Healthy"
+
+    def predict(
+        self,
+        model_name: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        version: str | None = None,
+    ) -> Response:
+        path = f"/predictions/{model_name}" + (f"/{version}" if version else "")
+        return self._call("POST", f"{self.inference_url}{path}", data, content_type, self.inference_token)
+
+    # ----------------------------------------------------------------------------------------- management
+    def models(self) -> list[str]:
+        body = self._ok(self._manage("GET", "/models", limit=1000), "list models")
+        return [m["modelName"] for m in body.get("models", [])]
+
+    def versions(self, model_name: str) -> list[dict]:
+        """[{"modelVersion", "default"?, "workers": [...], ...}] for every registered version; [] if none."""
+        r = self._manage("GET", f"/models/{model_name}/all")
+        if r.status == 404:
+            return []
+        return self._ok(r, f"describe {model_name}")
+
+    def default_version(self, model_name: str) -> str | None:
+        r = self._manage("GET", f"/models/{model_name}")
+        if r.status == 404:
+            return None
+        body = self._ok(r, f"describe {model_name}")
+        return str(body[0]["modelVersion"]) if body else None
+
+    def register(self, archive: str, model_name: str, initial_workers: int = 1, timeout_s: int = 120) -> None:
+        """Register an archive from the model store (its file name) and wait until its workers run."""
+        r = self._manage(
+            "POST", "/models", url=archive, model_name=model_name, initial_workers=initial_workers,
+            synchronous="true", response_timeout=timeout_s,
+        )  # fmt: skip
+        self._ok(r, f"register {archive}")
+
+    def set_default(self, model_name: str, version: str) -> None:
+        self._ok(self._manage("PUT", f"/models/{model_name}/{version}/set-default"), "set default version")
+
+    def unregister(self, model_name: str, version: str | None = None) -> None:
+        path = f"/models/{model_name}" + (f"/{version}" if version else "")
+        self._ok(self._manage("DELETE", path), f"unregister {model_name} {version or ''}".strip())
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise ServingError(f"TorchServe at {self.inference_url} not healthy after {timeout_s:.0f} s")
+            time.sleep(0.3)

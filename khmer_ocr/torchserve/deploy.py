@@ -1,0 +1,114 @@
+"""Deploying a model to a running TorchServe: register the new version next to the old one, warm it,
+smoke-test it, make it the default, then unregister the old one. A failure at any step before the switch
+unregisters the new version and leaves the old one serving."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from khmer_ocr.errors import DeployError, ServingError
+from khmer_ocr.torchserve.archive import MODEL_NAME, build_archive, resolve_model
+from khmer_ocr.torchserve.client import TorchServeClient
+
+log = logging.getLogger(__name__)
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SMOKE_IMAGE = ASSETS / "smoke-line.png"  # a test line of the project's own generator (unseen by training)
+SMOKE_TEXT = ASSETS / "smoke-line.txt"
+WARMUP_REQUESTS = 3
+
+
+@dataclass
+class DeployResult:
+    model_name: str
+    version: str
+    previous: str | None  # the default version before, unregistered after the switch
+    archive: Path
+    smoke: dict = field(default_factory=dict)  # the smoke request's answer
+
+
+def smoke_test(
+    client: TorchServeClient,
+    model_name: str,
+    version: str,
+    model_dir: Path,
+    image: bytes,
+    expect: str | None = None,
+) -> dict:
+    """Warm the version, then check its REST answer for image against the same model in process (and
+    against expect, when given); raises DeployError with what differed."""
+    import io
+
+    from PIL import Image
+
+    from khmer_ocr.inference import Recognizer
+
+    for _ in range(WARMUP_REQUESTS):
+        r = client.predict(model_name, image, version=version)
+    if r.status != 200 or not isinstance(r.body, dict) or "text" not in r.body:
+        raise DeployError(f"smoke test of {model_name} {version}: HTTP {r.status}: {r.body}")
+    local = Recognizer.load(model_dir).predict([Image.open(io.BytesIO(image))])[0].text
+    if r.body["text"] != local:
+        raise DeployError(
+            f"smoke test of {model_name} {version}: served {r.body['text']!r}, the same model in process "
+            f"reads {local!r}"
+        )
+    if expect is not None and r.body["text"] != expect:
+        raise DeployError(
+            f"smoke test of {model_name} {version}: read {r.body['text']!r}, expected {expect!r}"
+        )
+    return r.body
+
+
+def deploy(
+    model_ref: str | Path | None,
+    client: TorchServeClient,
+    model_store: str | Path,
+    *,
+    model_name: str = MODEL_NAME,
+    smoke_image: bytes | None = None,
+    smoke_expect: str | None = None,
+    workers: int = 1,
+) -> DeployResult:
+    """Serve model_ref as the default version of model_name on the TorchServe behind client.
+
+    model_store must be the folder that TorchServe reads archives from (the archive is written there).
+    """
+    from khmer_ocr.errors import ModelLoadError
+    from khmer_ocr.inference import Recognizer
+
+    resolved = resolve_model(model_ref)
+    try:
+        Recognizer.load(resolved.model_dir)  # fail fast, before TorchServe is touched
+    except ModelLoadError as exc:
+        raise DeployError(f"{resolved.ref} cannot be loaded, nothing deployed: {exc}") from exc
+    if not client.healthy():
+        raise DeployError(f"TorchServe at {client.inference_url} is not healthy: nothing deployed")
+    previous = client.default_version(model_name)
+    existing = [str(v["modelVersion"]) for v in client.versions(model_name)]
+    archive = build_archive(resolved, model_store, model_name=model_name)
+    fresh = resolved.version not in existing
+    if fresh:
+        try:
+            client.register(archive.name, model_name, initial_workers=workers)
+        except ServingError as exc:
+            raise DeployError(
+                f"registering {archive.name} failed; {previous or 'nothing'} keeps serving: {exc}"
+            ) from exc
+    image = smoke_image if smoke_image is not None else SMOKE_IMAGE.read_bytes()
+    try:
+        answer = smoke_test(client, model_name, resolved.version, resolved.model_dir, image, smoke_expect)
+    except (DeployError, ServingError) as exc:
+        if fresh:
+            try:
+                client.unregister(model_name, resolved.version)
+            except ServingError as cleanup:
+                log.warning("could not unregister the failed version %s: %s", resolved.version, cleanup)
+        raise DeployError(f"{exc}; version {previous or '(none)'} keeps serving") from exc
+    client.set_default(model_name, resolved.version)
+    for version in existing:
+        if version != resolved.version:
+            client.unregister(model_name, version)
+    log.info("deployed %s as %s version %s (was %s)", resolved.ref, model_name, resolved.version, previous)
+    return DeployResult(model_name, resolved.version, previous, archive, answer)
