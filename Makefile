@@ -41,6 +41,7 @@ bench: setup
 	@$(BIN)/python bench/generation.py
 	@$(BIN)/python bench/training.py
 	@$(BIN)/python bench/inference.py
+	@$(BIN)/python bench/rest.py
 
 clean:
 	rm -rf $(STATE)

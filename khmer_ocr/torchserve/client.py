@@ -109,11 +109,21 @@ class TorchServeClient:
         body = self._ok(r, f"describe {model_name}")
         return str(body[0]["modelVersion"]) if body else None
 
-    def register(self, archive: str, model_name: str, initial_workers: int = 1, timeout_s: int = 120) -> None:
-        """Register an archive from the model store (its file name) and wait until its workers run."""
+    def register(
+        self,
+        archive: str,
+        model_name: str,
+        initial_workers: int = 1,
+        timeout_s: int = 120,
+        batch_size: int | None = None,
+        max_batch_delay_ms: int | None = None,
+    ) -> None:
+        """Register an archive from the model store (its file name) and wait until its workers run;
+        batch settings default to the archive's model-config.yaml."""
         r = self._manage(
             "POST", "/models", url=archive, model_name=model_name, initial_workers=initial_workers,
-            synchronous="true", response_timeout=timeout_s,
+            synchronous="true", response_timeout=timeout_s, batch_size=batch_size,
+            max_batch_delay=max_batch_delay_ms,
         )  # fmt: skip
         self._ok(r, f"register {archive}")
 
