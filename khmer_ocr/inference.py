@@ -72,6 +72,30 @@ def load_model(
     return model.to(device).eval(), cfg, charset
 
 
+def _download_s3_model(uri: str) -> Path:
+    """A model folder on S3, downloaded into the cache (checksums verified); kept per URI and weights."""
+    import hashlib
+
+    from khmer_ocr import storage
+    from khmer_ocr.data.sources import cache_dir
+    from khmer_ocr.storage import StorageError
+
+    try:
+        names = set(storage.list_files(uri))
+    except StorageError as exc:
+        raise ModelLoadError(f"cannot read model {uri}: {exc}") from exc
+    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if n not in names]
+    if missing:
+        raise ModelLoadError(f"{uri} is not a model folder: missing {', '.join(missing)}")
+    dest = cache_dir() / "models" / ("s3-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
+    try:
+        for name in (WEIGHTS, MODEL_YAML, CHARSET):  # always fetched: the URI may hold a newer model
+            storage.get_file(storage.join(uri, name), dest / name)
+    except StorageError as exc:
+        raise ModelLoadError(f"cannot download model {uri}: {exc}") from exc
+    return dest
+
+
 class Recognizer:
     """Khmer text-line recognition: `Recognizer.load(ref).predict(images)`."""
 
@@ -83,8 +107,9 @@ class Recognizer:
 
     @classmethod
     def load(cls, ref: str | Path | None = None, device: str = "cpu") -> Recognizer:
-        """ref: a model folder, `models:/<name>@<alias>` / `models:/<name>/<version>` (MLflow registry),
-        `runs:/<run_id>/model` (a tracked run's model), or None (the committed reference model)."""
+        """ref: a model folder (local or s3://), `models:/<name>@<alias>` / `models:/<name>/<version>`
+        (MLflow registry), `runs:/<run_id>/model` (a tracked run's model), or None (the committed
+        reference model)."""
         if ref is None:
             ref = REFERENCE_MODEL
         ref_s = str(ref)
@@ -92,6 +117,8 @@ class Recognizer:
             from khmer_ocr.registry import download_model  # MLflow is only needed for registry refs
 
             ref = download_model(ref_s)
+        elif ref_s.startswith("s3://"):
+            ref = _download_s3_model(ref_s)
         if not Path(ref).exists():
             raise ModelLoadError(f"model not found: {ref}")
         model, cfg, charset = load_model(ref, device)

@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,10 +206,9 @@ def _mlflow_ready(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on a free localhost port (one process: job execution off)."""
-    root = tmp_path_factory.mktemp("mlflow")
+@contextmanager
+def running_mlflow(root: Path, artifacts: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `mlflow server` (SQLite in root, artifacts at a folder or s3:// URI) on a free port; its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
@@ -218,7 +218,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
-        str(root / "artifacts"),
+        artifacts,
         "--host",
         "127.0.0.1",
         "--port",
@@ -226,7 +226,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--workers",
         "1",
     ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = root / "server.log"
     with open(log, "wb") as log_file:
@@ -244,6 +244,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on a free localhost port (one process: job execution off)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with running_mlflow(root, str(root / "artifacts")) as url:
+        yield url
 
 
 @pytest.fixture
