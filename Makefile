@@ -1,4 +1,5 @@
-# khmer-ocr: `make run` runs the main job, `make test` runs the tests. Both set up what is missing first.
+# khmer-ocr: `make run` runs the main job (the local platform end to end), `make test` runs the tests.
+# Both set up what is missing first; `make stop` stops what `make run` started.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ PIP := $(BIN)/python -m pip install -q -c requirements/constraints.txt $(TORCH_P
 QUIET_PIP := 2>&1 | { grep -v -E "is ignored: it is neither|BuildBackendWarning|^ *return|^ *!!|\*{8}|Please be careful|name as your package|with strategy|^ *$$" || true; }
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv run test lint bench clean
+.PHONY: setup system venv run stop test lint bench clean
 
 setup: system venv
 
@@ -28,7 +29,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-local.t
 	@touch $(STAMP)
 
 run: setup
-	@$(BIN)/khmer-ocr demo --state $(STATE)
+	@$(BIN)/khmer-ocr platform run --state $(STATE)
+
+stop:
+	@test -x $(BIN)/khmer-ocr && $(BIN)/khmer-ocr platform down --state $(STATE) || true
 
 test: setup lint
 	@$(BIN)/python -m pytest -q tests

@@ -25,12 +25,14 @@ Typical use:
   khmer-ocr models                                         versions, aliases, approvals, accuracy
   khmer-ocr serve                                          TorchServe REST on 127.0.0.1:8080 (Ctrl-C stops)
   khmer-ocr deploy --model models:/khmer-ocr@champion      new version on a running TorchServe, smoke-tested
-  khmer-ocr demo                                           what `make run` does
+  khmer-ocr demo                                           data + validation + the reference model reading
+  khmer-ocr platform run                                   what `make run` does: MLflow, TorchServe, Airflow
+                                                           and the end-to-end DAG (platform down: make stop)
 """
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    from khmer_ocr.cli import data, model, registry, serving
+    from khmer_ocr.cli import data, model, platform, registry, serving
 
     parser = argparse.ArgumentParser(
         prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -38,7 +40,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers = {}
-    for group in (data, model, registry, serving):
+    for group in (data, model, registry, serving, platform):
         handlers.update(group.add_commands(sub))
     return parser, handlers
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from khmer_ocr.data.fonts import FontError
     from khmer_ocr.data.sources import TextSourceError
     from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError, ServingError
+    from khmer_ocr.platform import PlatformError
     from khmer_ocr.storage import StorageError
 
     parser, handlers = build_parser()
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         RegistryError,
         ServingError,
+        PlatformError,
         ConfigError,
         DatasetError,
         FontError,

@@ -8,11 +8,9 @@ between instances in /tmp) and torchserve.pid (the process group we started). Ev
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from khmer_ocr.errors import ServingError
+from khmer_ocr.processes import group_alive, stop_group
 from khmer_ocr.torchserve.archive import serving_dir
 from khmer_ocr.torchserve.client import TorchServeClient
 
@@ -130,16 +129,15 @@ class TorchServeProcess:
         """The PID from the PID file when that process is alive."""
         try:
             pid = int(self.pid_file.read_text(encoding="utf-8").strip())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if group_alive(pid) else None
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the process group we started (SIGKILL after timeout_s); remove the PID file."""
         pid = self.proc.pid if self.proc is not None else self.running_pid()
         if pid is not None:
-            _stop_group(pid, timeout_s)
+            stop_group(pid, timeout_s)
         if self.proc is not None:
             self.proc.wait()
         self.pid_file.unlink(missing_ok=True)
@@ -155,21 +153,3 @@ class TorchServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _stop_group(pid: int, timeout_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):  # reap the leader if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)

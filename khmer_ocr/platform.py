@@ -1,0 +1,319 @@
+"""The local platform behind `make run`: MLflow, TorchServe and Airflow as background processes on
+127.0.0.1, with logs and PID files in one state folder, and the end-to-end demo DAG run through Airflow's
+REST API. No Docker: SQLite, local files, local processes. (Airflow runs as a process; this module never
+imports it.)
+
+State folder (default .khmer-ocr/):
+  pids/<service>.pid, logs/<service>.log     one per service; `down` stops each process group by PID
+  mlflow/                                     mlflow.db (SQLite) and artifacts/
+  torchserve/                                 model-store/, config.properties, logs/, tmp/
+  airflow/                                    AIRFLOW_HOME (SQLite, LocalExecutor), admin password
+  datasets/, runs/                            what the DAGs write (KHMER_OCR_STATE)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from khmer_ocr.errors import ServingError
+from khmer_ocr.processes import group_alive, stop_group
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DAG = "khmer_ocr_demo"
+
+
+class PlatformError(RuntimeError):
+    """A service of the local platform did not start or answer; the message names its log."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    mlflow: int = 5000
+    airflow: int = 8080
+    inference: int = 8090  # TorchServe, as in docker-compose.yml (Airflow has 8080)
+    management: int = 8091
+    metrics: int = 8092
+    grpc_inference: int = 7090
+    grpc_management: int = 7091
+
+
+def _get(url: str, timeout: float = 3.0, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _send(url: str, body: dict, method: str = "POST", headers: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"detail": raw.decode(errors="replace")}
+
+
+class LocalPlatform:
+    """`LocalPlatform(".khmer-ocr").up()`, `.run_demo()`, `.down()`; every step is safe to repeat."""
+
+    def __init__(self, state: str | Path = ".khmer-ocr", ports: Ports | None = None) -> None:
+        self.state = Path(state).resolve()
+        self.ports = ports or Ports()
+        self.bin = Path(sys.executable).parent
+        self.airflow_home = self.state / "airflow"
+        self.model_store = self.state / "torchserve" / "model-store"
+
+    # ------------------------------------------------------------------------------------------ urls
+    @property
+    def urls(self) -> dict[str, str]:
+        p = self.ports
+        return {
+            "airflow": f"http://127.0.0.1:{p.airflow}",
+            "mlflow": f"http://127.0.0.1:{p.mlflow}",
+            "torchserve": f"http://127.0.0.1:{p.inference}",
+            "torchserve_management": f"http://127.0.0.1:{p.management}",
+            "metrics": f"http://127.0.0.1:{p.metrics}/metrics",
+        }
+
+    def admin_password(self) -> str:
+        """The Airflow admin password: generated once, kept in the state folder (not in the repo)."""
+        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        if path.is_file():
+            return json.loads(path.read_text())["admin"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(12)
+        path.write_text(json.dumps({"admin": password}))
+        return password
+
+    # ---------------------------------------------------------------------------------- processes
+    def _pid(self, name: str) -> int | None:
+        path = self.state / "pids" / f"{name}.pid"
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if group_alive(pid) else None
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        (self.state / "pids").mkdir(parents=True, exist_ok=True)
+        (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        with open(self.state / "logs" / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=cwd or self.state, start_new_session=True,
+            )  # fmt: skip
+        (self.state / "pids" / f"{name}.pid").write_text(str(proc.pid))
+
+    def _wait(self, name: str, healthy, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not healthy():
+            if self._pid(name) is None or time.monotonic() > deadline:
+                log = self.state / "logs" / f"{name}.log"
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.is_file() else ""
+                raise PlatformError(f"{name} did not become healthy; log {log}:\n{tail}")
+            time.sleep(1.0)
+
+    def _env(self) -> dict[str, str]:
+        """The environment every service and Airflow task gets."""
+        p = self.ports
+        torchserve = {
+            "conn_type": "http", "host": "127.0.0.1", "port": p.management,
+            "extra": {"inference_url": self.urls["torchserve"], "model_store": str(self.model_store)},
+        }  # fmt: skip
+        return {
+            **os.environ,
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "KHMER_OCR_STATE": str(self.state),
+            "KHMER_OCR_MODEL_STORE": str(self.model_store),
+            "MLFLOW_TRACKING_URI": self.urls["mlflow"],
+            "AIRFLOW_CONN_KHMER_OCR_MLFLOW": json.dumps(
+                {"conn_type": "http", "host": "127.0.0.1", "port": p.mlflow}
+            ),
+            "AIRFLOW_CONN_KHMER_OCR_TORCHSERVE": json.dumps(torchserve),
+        }
+
+    # ------------------------------------------------------------------------------------- services
+    def _mlflow_healthy(self) -> bool:
+        return _get(f"{self.urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 200
+
+    def start_mlflow(self) -> None:
+        if self._pid("mlflow") and self._mlflow_healthy():
+            return
+        root = self.state / "mlflow"
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(self.bin / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+            "--port", str(self.ports.mlflow), "--workers", "1",
+        ]  # fmt: skip
+        self._spawn("mlflow", cmd, {**self._env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        self._wait("mlflow", self._mlflow_healthy, 120)
+
+    def start_torchserve(self) -> None:
+        """TorchServe with the current champion when there is one, else the committed reference model."""
+        from khmer_ocr.torchserve.archive import build_archive
+        from khmer_ocr.torchserve.server import Ports as ServePorts
+        from khmer_ocr.torchserve.server import TorchServeProcess
+
+        p = self.ports
+        server = TorchServeProcess(
+            self.state / "torchserve",
+            ServePorts(p.inference, p.management, p.metrics, p.grpc_inference, p.grpc_management),
+        )
+        if server.running_pid() is not None and server.ready("khmer-ocr"):
+            return
+        server.stop()  # a stale PID file or a half-started server
+        model = None
+        try:
+            from khmer_ocr.registry import CHAMPION, get_version
+
+            champion = get_version(CHAMPION, tracking_uri=self.urls["mlflow"])
+            model = champion.uri if champion else None
+        except Exception:  # no registry yet: the reference model serves from the first minute
+            model = None
+        os.environ["MLFLOW_TRACKING_URI"] = self.urls["mlflow"]
+        try:
+            archive = build_archive(model, server.model_store)
+        except ServingError:
+            archive = build_archive(None, server.model_store)
+        server.start([f"khmer-ocr={archive.name}"])
+
+    def _airflow_healthy(self) -> bool:
+        status, body = _get(f"{self.urls['airflow']}/api/v2/monitor/health")
+        if status != 200:
+            return False
+        health = json.loads(body)
+        return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+
+    def start_airflow(self) -> None:
+        if self._pid("airflow") and self._airflow_healthy():
+            return
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.admin_password()
+        env = {
+            **self._env(),
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.ports.airflow),
+            "AIRFLOW__API__BASE_URL": self.urls["airflow"],
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.urls['airflow']}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        }
+        self._spawn("airflow", [str(self.bin / "airflow"), "standalone"], env, cwd=self.state)
+        self._wait("airflow", self._airflow_healthy, 300)
+
+    def up(self) -> None:
+        """Start whatever is not running yet: MLflow, TorchServe, Airflow."""
+        self.start_mlflow()
+        self.start_torchserve()
+        self.start_airflow()
+
+    def down(self) -> list[str]:
+        """Stop every service this state folder started (SIGTERM to its process group, SIGKILL after 30 s)."""
+        from khmer_ocr.torchserve.server import TorchServeProcess
+
+        stopped = []
+        for name in ("airflow", "mlflow"):
+            pid = self._pid(name)
+            if pid is not None:
+                stop_group(pid)
+                stopped.append(name)
+            (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
+        server = TorchServeProcess(self.state / "torchserve")
+        if server.running_pid() is not None:
+            stopped.append("torchserve")
+        server.stop()
+        return stopped
+
+    def status(self) -> dict[str, bool]:
+        from khmer_ocr.torchserve.client import TorchServeClient
+
+        ts = TorchServeClient(self.urls["torchserve_management"], self.urls["torchserve"])
+        return {
+            "mlflow": self._mlflow_healthy(),
+            "torchserve": ts.healthy(),
+            "airflow": self._airflow_healthy(),
+        }
+
+    # ------------------------------------------------------------------------------------------ demo
+    def _token(self) -> str:
+        status, body = _send(
+            f"{self.urls['airflow']}/auth/token", {"username": "admin", "password": self.admin_password()}
+        )
+        if status not in (200, 201) or "access_token" not in body:
+            raise PlatformError(f"Airflow login failed ({status}): {body}")
+        return body["access_token"]
+
+    def run_demo(self, conf: dict | None = None, timeout_s: float = 1800, progress=print) -> dict:
+        """Unpause and trigger the demo DAG, wait for its run; returns the final dag run (state success)."""
+        api = f"{self.urls['airflow']}/api/v2/dags/{DEMO_DAG}"
+        deadline = time.monotonic() + 120
+        while True:  # the DAG processor may not have parsed the DAG yet
+            auth = {"Authorization": f"Bearer {self._token()}"}
+            status, body = _send(api, {"is_paused": False}, "PATCH", auth)
+            if status == 200:
+                break
+            if time.monotonic() > deadline:
+                raise PlatformError(f"cannot unpause {DEMO_DAG} ({status}): {body}")
+            time.sleep(3)
+        status, run = _send(f"{api}/dagRuns", {"logical_date": None, "conf": conf or {}}, "POST", auth)
+        if status not in (200, 201):
+            raise PlatformError(f"cannot trigger {DEMO_DAG} ({status}): {run}")
+        run_id, seen = run["dag_run_id"], set()
+        progress(f"triggered {DEMO_DAG} run {run_id}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            auth = {"Authorization": f"Bearer {self._token()}"}
+            _, raw = _get(f"{api}/dagRuns/{run_id}/taskInstances", headers=auth)
+            for ti in json.loads(raw or b"{}").get("task_instances", []):
+                key = (ti["task_id"], ti.get("map_index", -1), ti["state"])
+                if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in seen:
+                    seen.add(key)
+                    progress(f"  {ti['task_id']}: {ti['state']}")
+            _, raw = _get(f"{api}/dagRuns/{run_id}", headers=auth)
+            run = json.loads(raw or b"{}")
+            if run.get("state") in ("success", "failed"):
+                if run["state"] != "success":
+                    raise PlatformError(
+                        f"{DEMO_DAG} run {run_id} failed: see {self.urls['airflow']}/dags/{DEMO_DAG} "
+                        f"(logs under {self.airflow_home / 'logs'})"
+                    )
+                return run
+            time.sleep(5)
+        raise PlatformError(f"{DEMO_DAG} run {run_id} did not finish within {timeout_s:.0f} s")
+
+    def ocr(self, image: bytes) -> dict:
+        """Read one line image through the REST endpoint."""
+        from khmer_ocr.torchserve.client import TorchServeClient
+
+        r = TorchServeClient(self.urls["torchserve_management"], self.urls["torchserve"]).predict(
+            "khmer-ocr", image, "image/png"
+        )
+        if r.status != 200:
+            raise PlatformError(f"REST OCR failed ({r.status}): {r.body}")
+        return r.body
