@@ -54,6 +54,12 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         help="the model store folder the TorchServe instance reads (default $KHMER_OCR_MODEL_STORE, else "
         "the one of `khmer-ocr serve`)",
     )
+    p.add_argument(
+        "--key-file",
+        default=os.environ.get("TORCHSERVE_KEY_FILE"),
+        help="TorchServe's key_file.json when token authorization is on (default $TORCHSERVE_KEY_FILE; or "
+        "give the keys as $TORCHSERVE_MANAGEMENT_TOKEN / $TORCHSERVE_INFERENCE_TOKEN)",
+    )
     p.add_argument("--expect-text", help="also require the smoke test to read exactly this text")
     p.add_argument("--name", default="khmer-ocr", help="model name in TorchServe (default: khmer-ocr)")
     return {"export-mar": _export_mar, "serve": _serve, "deploy": _deploy}
@@ -107,6 +113,7 @@ def _deploy(args: argparse.Namespace) -> int:
         args.inference_url,
         token=os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN"),
         inference_token=os.environ.get("TORCHSERVE_INFERENCE_TOKEN"),
+        key_file=args.key_file,
     )
     result = deploy(args.model, client, args.model_store, model_name=args.name, smoke_expect=args.expect_text)
     print(

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from khmer_ocr.errors import ServingError
@@ -29,10 +30,30 @@ class TorchServeClient:
         token: str | None = None,
         inference_token: str | None = None,
         timeout: float = 60.0,
+        key_file: str | None = None,
     ) -> None:
+        """token / inference_token: fixed keys; key_file: TorchServe's key_file.json (token authorization
+        on), read on every call because TorchServe rotates its keys."""
         self.management_url = management_url.rstrip("/")
         self.inference_url = inference_url.rstrip("/")
-        self.token, self.inference_token, self.timeout = token, inference_token, timeout
+        self._token, self._inference_token, self.timeout = token, inference_token, timeout
+        self.key_file = key_file
+
+    def _key(self, api: str) -> str | None:
+        if not self.key_file:
+            return None
+        try:
+            return json.loads(Path(self.key_file).read_text(encoding="utf-8"))[api]["key"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ServingError(f"cannot read the {api} key from {self.key_file}: {exc}") from exc
+
+    @property
+    def token(self) -> str | None:
+        return self._token or self._key("management")
+
+    @property
+    def inference_token(self) -> str | None:
+        return self._inference_token or self._key("inference")
 
     # ------------------------------------------------------------------------------------------- plumbing
     def _call(

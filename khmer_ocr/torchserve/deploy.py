@@ -61,6 +61,18 @@ def smoke_test(
     return r.body
 
 
+def _keep_as_current(archive: Path, model_name: str) -> None:
+    """Copy the served archive to <store>/<model_name>.mar (atomically), the file a restarted TorchServe
+    (or a new replica) loads at start."""
+    import os
+    import shutil
+
+    current = archive.with_name(f"{model_name}.mar")
+    tmp = archive.with_name(f".{model_name}.mar.tmp")
+    shutil.copyfile(archive, tmp)
+    os.replace(tmp, current)
+
+
 def deploy(
     model_ref: str | Path | None,
     client: TorchServeClient,
@@ -107,6 +119,7 @@ def deploy(
                 log.warning("could not unregister the failed version %s: %s", resolved.version, cleanup)
         raise DeployError(f"{exc}; version {previous or '(none)'} keeps serving") from exc
     client.set_default(model_name, resolved.version)
+    _keep_as_current(archive, model_name)
     for version in existing:
         if version != resolved.version:
             client.unregister(model_name, version)
