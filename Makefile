@@ -38,8 +38,8 @@ test: setup lint
 	@$(BIN)/python -m pytest -q tests
 
 lint: venv
-	@$(BIN)/ruff check khmer_ocr tests bench
-	@$(BIN)/ruff format --check khmer_ocr tests bench
+	@$(BIN)/ruff check khmer_ocr tests bench serving dags plugins
+	@$(BIN)/ruff format --check khmer_ocr tests bench serving dags plugins
 
 bench: setup
 	@$(BIN)/python bench/generation.py

@@ -16,11 +16,11 @@ import yaml
 
 from khmer_ocr.config import from_dict
 from khmer_ocr.errors import ModelLoadError
+from khmer_ocr.model_folder import CHARSET, MODEL_YAML, WEIGHTS, missing_files
 from khmer_ocr.models import ModelConfig, build_model, fuse_for_inference
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 
-WEIGHTS, MODEL_YAML, CHARSET = "model.safetensors", "model.yaml", "charset.json"
 REFERENCE_MODEL = Path(__file__).parent / "assets" / "reference-model"
 
 
@@ -55,8 +55,7 @@ def load_model(
     from safetensors.torch import load_file
 
     path = Path(path)
-    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if not (path / n).is_file()]
-    if missing:
+    if missing := missing_files(path):
         raise ModelLoadError(f"{path} is not a model folder: missing {', '.join(missing)}")
     cfg = from_dict(ModelConfig, yaml.safe_load((path / MODEL_YAML).read_text(encoding="utf-8"))["model"])
     charset = Charset.load(path / CHARSET)
@@ -84,8 +83,7 @@ def _download_s3_model(uri: str) -> Path:
         names = set(storage.list_files(uri))
     except StorageError as exc:
         raise ModelLoadError(f"cannot read model {uri}: {exc}") from exc
-    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if n not in names]
-    if missing:
+    if missing := missing_files(names):
         raise ModelLoadError(f"{uri} is not a model folder: missing {', '.join(missing)}")
     dest = cache_dir() / "models" / ("s3-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
     try:

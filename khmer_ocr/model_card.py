@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from khmer_ocr.evaluation.report import EvaluationReport
-from khmer_ocr.inference import WEIGHTS, load_model
+from khmer_ocr.inference import load_model
+from khmer_ocr.model_folder import WEIGHTS
 from khmer_ocr.models import count_parameters
 
 

@@ -29,6 +29,12 @@ from khmer_ocr.processes import group_alive, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DAG = "khmer_ocr_demo"
+# The pools the DAGs name (a task in a missing pool is never scheduled), as infra/airflow/init.sh makes them.
+POOLS = {
+    "gpu": (1, "training runs: one at a time on this machine"),
+    "datagen": (2, "data generation shards running at once"),
+    "torchserve": (1, "TorchServe deployments, one at a time"),
+}
 
 
 class PlatformError(RuntimeError):
@@ -227,11 +233,21 @@ class LocalPlatform:
         self._spawn("airflow", [str(self.bin / "airflow"), "standalone"], env, cwd=self.state)
         self._wait("airflow", self._airflow_healthy, 300)
 
+    def ensure_pools(self) -> None:
+        """Create the pools the DAGs use, keeping the slots of any that exist."""
+        auth = {"Authorization": f"Bearer {self._token()}"}
+        for name, (slots, description) in POOLS.items():
+            pool = {"name": name, "slots": slots, "description": description}
+            status, body = _send(f"{self.urls['airflow']}/api/v2/pools", pool, "POST", auth)
+            if status not in (200, 201, 409):
+                raise PlatformError(f"cannot create the Airflow pool {name} ({status}): {body}")
+
     def up(self) -> None:
         """Start whatever is not running yet: MLflow, TorchServe, Airflow."""
         self.start_mlflow()
         self.start_torchserve()
         self.start_airflow()
+        self.ensure_pools()
 
     def down(self) -> list[str]:
         """Stop every service this state folder started (SIGTERM to its process group, SIGKILL after 30 s)."""

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from khmer_ocr.data.sources import cache_dir
-from khmer_ocr.errors import PromotionRefused, RegistryError
-from khmer_ocr.inference import WEIGHTS, ModelLoadError
+from khmer_ocr.errors import ModelLoadError, PromotionRefused, RegistryError
+from khmer_ocr.model_folder import WEIGHTS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -210,6 +210,8 @@ def _info(client: MlflowClient, name: str, version: str | int) -> VersionInfo:
         mv = client.get_model_version(name, str(version))
         by_alias = client.get_registered_model(name).aliases or {}
     except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the server failed or cannot be reached: worth a retry, unlike a missing version
         raise RegistryError(f"model {name} version {version} not found: {exc.message}") from exc
     aliases = sorted(a for a, v in by_alias.items() if str(v) == str(mv.version))
     return VersionInfo(name, str(mv.version), mv.run_id or "", aliases, dict(mv.tags or {}))
@@ -227,8 +229,10 @@ def get_version(
 
     try:
         mv = client.get_model_version_by_alias(name, key)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such model or alias
+        raise
     return _info(client, name, mv.version)
 
 
@@ -365,6 +369,8 @@ def register(
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         raise RegistryError(f"run {run_id} not found at {client.tracking_uri}: {exc.message}") from exc
     model_uri = run.data.tags.get("model_uri")
     if not model_uri:

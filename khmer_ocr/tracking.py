@@ -278,7 +278,7 @@ def log_model_folder(
 ) -> str:
     """Track an existing model folder (e.g. the committed reference model) as a finished run with its
     logged model, so that it can be registered like a trained one; returns the run id."""
-    from khmer_ocr.inference import WEIGHTS
+    from khmer_ocr.model_folder import WEIGHTS
 
     model_dir = Path(model_dir)
     if not (model_dir / WEIGHTS).is_file():

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from khmer_ocr.errors import ServingError
-from khmer_ocr.inference import CHARSET, MODEL_YAML, REFERENCE_MODEL, WEIGHTS
+from khmer_ocr.inference import REFERENCE_MODEL
+from khmer_ocr.model_folder import FILES, WEIGHTS, missing_files
 
 MODEL_NAME = "khmer-ocr"
 
@@ -50,8 +51,7 @@ def resolve_model(ref: str | Path | None) -> ResolvedModel:
         version = registry_version(ref_s)
     else:
         model_dir = Path(ref_s) if ref_s else REFERENCE_MODEL
-    missing = [n for n in (WEIGHTS, MODEL_YAML, CHARSET) if not (model_dir / n).is_file()]
-    if missing:
+    if missing := missing_files(model_dir):
         raise ServingError(f"{ref_s or model_dir} is not a model folder: missing {', '.join(missing)}")
     if version is None:
         version = "0." + hashlib.sha256((model_dir / WEIGHTS).read_bytes()).hexdigest()[:10]
@@ -85,7 +85,7 @@ def build_archive(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / archive_name(model_name, version)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".mar-") as tmp:
-        extra = ",".join(str(resolved.model_dir / n) for n in (WEIGHTS, MODEL_YAML, CHARSET))
+        extra = ",".join(str(resolved.model_dir / n) for n in FILES)
         cmd = [
             _archiver(),
             "--model-name", model_name,

@@ -95,8 +95,8 @@ def deploy(
         Recognizer.load(resolved.model_dir)  # fail fast, before TorchServe is touched
     except ModelLoadError as exc:
         raise DeployError(f"{resolved.ref} cannot be loaded, nothing deployed: {exc}") from exc
-    if not client.healthy():
-        raise DeployError(f"TorchServe at {client.inference_url} is not healthy: nothing deployed")
+    if not client.healthy():  # the service, not the model: a ServingError, worth a retry
+        raise ServingError(f"TorchServe at {client.inference_url} is not healthy: nothing deployed")
     previous = client.default_version(model_name)
     existing = [str(v["modelVersion"]) for v in client.versions(model_name)]
     archive = build_archive(resolved, model_store, model_name=model_name)

@@ -1,0 +1,16 @@
+"""What a model folder holds (kept free of heavy imports: the registry and the Airflow triggerer use it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS, MODEL_YAML, CHARSET = "model.safetensors", "model.yaml", "charset.json"
+FILES = (WEIGHTS, MODEL_YAML, CHARSET)
+
+
+def missing_files(names: set[str] | Path) -> list[str]:
+    """The model-folder files absent from a folder (or from a set of file names)."""
+    present = {p.name for p in names.iterdir() if p.is_file()} if isinstance(names, Path) else names
+    if isinstance(names, Path) and not names.is_dir():
+        present = set()
+    return [n for n in FILES if n not in present]

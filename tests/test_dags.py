@@ -1,0 +1,660 @@
+"""The Airflow DAGs and plugins: parsing, structure, and real runs with `dag.test()`.
+
+Airflow runs against a fresh AIRFLOW_HOME with SQLite (migrated once per session). The data DAG runs end to
+end on a tiny dataset with real Great Expectations validation, then again on a corrupted copy (validation
+must stop it before anything is published). The promotion DAG runs against a real `mlflow server`: without
+an approval it stays waiting until its timeout, and it goes on once the version is approved in MLflow or on
+Airflow's human-in-the-loop request.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS, PLUGINS = ROOT / "dags", ROOT / "plugins"
+DAG_IDS = {
+    "khmer_ocr_data",
+    "khmer_ocr_phase3_1_tuning",
+    "khmer_ocr_phase3_2_optimization",
+    "khmer_ocr_promotion",
+    "khmer_ocr_deploy",
+    "khmer_ocr_nightly",
+    "khmer_ocr_demo",
+}
+TINY = {"num_samples": 120, "overrides": ["shard_size=40"], "chunks": 2}  # 3 shards over 2 tasks
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """AIRFLOW_HOME in a temporary folder with a migrated SQLite database; Airflow is imported after."""
+    home = tmp_path_factory.mktemp("airflow")
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "KHMER_OCR_STATE": str(home / "state"),
+    }
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
+        pytest.skip("Airflow was imported before this module set AIRFLOW_HOME")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        airflow_bin = Path(sys.executable).parent / "airflow"
+        done = subprocess.run(
+            [str(airflow_bin), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield env
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_env: dict[str, str]):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def _test(dagbag, dag_id: str, conf: dict[str, Any]):
+    """dag.test(run_conf=conf), then the parsed DAG's params as they were: running tasks in this process,
+    dag.test() writes the run's conf into the DAG's own Param objects, which the next run would inherit."""
+    dag = dagbag.get_dag(dag_id)
+    params = {id(p): p for d in (dag.params, *(t.params for t in dag.tasks)) for p in d.values()}
+    saved = {key: p.value for key, p in params.items()}
+    try:
+        return dag.test(run_conf=conf)
+    finally:
+        for key, p in params.items():
+            p.value = saved[key]
+
+
+def _states(dag_run) -> dict[str, Any]:
+    return {
+        (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): ti.state
+        for ti in dag_run.get_task_instances()
+    }
+
+
+# -------------------------------------------------------------------------------------- parsing, shape
+def test_dags_parse_without_import_errors_and_without_the_library(dagbag, airflow_env) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+    # parsing must stay cheap: no khmer_ocr (torch, MLflow, GX) imported by any DAG file at parse time
+    code = (
+        "import sys; from airflow.dag_processing.dagbag import DagBag; "
+        f"b = DagBag(dag_folder={str(DAGS)!r}); assert not b.import_errors, b.import_errors; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('khmer_ocr', 'torch', 'mlflow')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _edges(dag) -> set[tuple[str, str]]:
+    return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+
+
+def _set(text: str) -> set:
+    """ "a>b c>d" -> {("a", "b"), ("c", "d")}; "x y" -> {"x", "y"}"""
+    return {tuple(w.split(">")) if ">" in w else w for w in text.split()}
+
+
+# dag_id: (schedule, dependencies, params)
+EXPECTED = {
+    "khmer_ocr_data": (
+        None,
+        "plan>generate_shards plan>finalize generate_shards>finalize finalize>validate finalize>publish "
+        "validate>publish",
+        "profile out num_samples seed chunks overrides overwrite",
+    ),
+    "khmer_ocr_phase3_1_tuning": (
+        None,
+        "setup>train train>evaluate evaluate>select_best select_best>register_best",
+        "data configs profile overrides gates out",
+    ),
+    "khmer_ocr_phase3_2_optimization": (
+        None,
+        "setup>train train>evaluate evaluate>check_gates check_gates>register",
+        "init_from data profile overrides gates out",
+    ),
+    "khmer_ocr_promotion": (
+        None,
+        "candidate>auto_approve candidate>wait_for_approval candidate>promote auto_approve>wait_for_approval "
+        "wait_for_approval>promote",
+        "run_id version reason model_name approval_timeout_minutes poll_seconds auto_approve",
+    ),
+    "khmer_ocr_deploy": (
+        "asset",
+        "resolve>deploy resolve>rollback deploy>verify deploy>rollback verify>rollback",
+        "model_ref model_name rollback_registry",
+    ),
+    "khmer_ocr_nightly": (
+        "0 2 * * *",
+        "champion>fresh_data champion>train champion>compare fresh_data>validate validate>train "
+        "train>compare compare>register_if_better",
+        "data_profile num_samples config profile overrides gates",
+    ),
+    "khmer_ocr_demo": (
+        None,
+        "data>validate validate>train train>evaluate evaluate>register register>auto_approve "
+        "register>wait_for_approval register>promote auto_approve>wait_for_approval "
+        "wait_for_approval>promote promote>deploy",
+        "data_profile num_samples config profile init_from overrides gates model_name deploy",
+    ),
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_dag_structure(dagbag, dag_id: str) -> None:
+    from khmer_ocr_airflow.callbacks import on_dag_failure, on_task_failure
+    from khmer_ocr_airflow.common import CHAMPION
+
+    dag = dagbag.get_dag(dag_id)
+    schedule, edges, params = EXPECTED[dag_id]
+    assert _edges(dag) == _set(edges)
+    assert dag.schedule == ([CHAMPION] if schedule == "asset" else schedule)
+    assert set(dag.params) == _set(params)
+    for key in dag.params:  # every param has a form description and a default that validates
+        param = dag.params.get_param(key)
+        assert param.description, f"{dag_id}.{key} has no description"
+        param.resolve(param.value)
+    assert "khmer-ocr" in dag.tags and len(dag.tags) >= 2
+    assert dag.doc_md and dag_id in dag.doc_md
+    assert dag.on_failure_callback in (on_dag_failure, [on_dag_failure])
+    assert not dag.catchup
+    for task in dag.tasks:
+        assert task.on_failure_callback in (on_task_failure, [on_task_failure])
+        if task.task_type != "ModelApprovalOperator":  # its wait is bounded by the approval timeout
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution_timeout"
+
+
+def test_retry_policy(dagbag) -> None:
+    """Infrastructure steps retry with exponential backoff; deterministic ones never retry."""
+    deterministic = {
+        ("khmer_ocr_data", "validate"), ("khmer_ocr_data", "publish"), ("khmer_ocr_nightly", "validate"),
+        ("khmer_ocr_demo", "validate"), ("khmer_ocr_phase3_2_optimization", "check_gates"),
+        ("khmer_ocr_phase3_1_tuning", "setup"), ("khmer_ocr_phase3_2_optimization", "setup"),
+    }  # fmt: skip
+    infra = {
+        ("khmer_ocr_data", "generate_shards"), ("khmer_ocr_promotion", "candidate"),
+        ("khmer_ocr_promotion", "promote"), ("khmer_ocr_promotion", "wait_for_approval"),
+        ("khmer_ocr_deploy", "deploy"), ("khmer_ocr_deploy", "rollback"), ("khmer_ocr_demo", "deploy"),
+        ("khmer_ocr_phase3_1_tuning", "register_best"), ("khmer_ocr_nightly", "register_if_better"),
+    }  # fmt: skip
+    for dag_id, task_id in deterministic:
+        assert dagbag.get_dag(dag_id).get_task(task_id).retries == 0, (dag_id, task_id)
+    for dag_id, task_id in infra:
+        task = dagbag.get_dag(dag_id).get_task(task_id)
+        assert task.retries >= 2 and task.retry_exponential_backoff, (dag_id, task_id)
+
+
+def test_training_runs_on_the_gpu_pool_and_phase3_1_is_mapped(dagbag) -> None:
+    for dag_id in ("khmer_ocr_phase3_1_tuning", "khmer_ocr_phase3_2_optimization", "khmer_ocr_nightly"):
+        train = dagbag.get_dag(dag_id).get_task("train")
+        assert (train.pool, train.queue) == ("gpu", "gpu")
+        assert train.retries == 1  # resumes from its checkpoint
+    dag = dagbag.get_dag("khmer_ocr_phase3_1_tuning")
+    assert dag.get_task("train").is_mapped and dag.get_task("evaluate").is_mapped
+    shards = dagbag.get_dag("khmer_ocr_data").get_task("generate_shards")
+    assert shards.is_mapped and shards.pool == "datagen"
+    deploy = dagbag.get_dag("khmer_ocr_deploy")
+    assert deploy.get_task("deploy").pool == deploy.get_task("rollback").pool == "torchserve"
+    # `make run` starts Airflow with no pools of its own: the demo uses the default pool only
+    assert {t.pool for t in dagbag.get_dag("khmer_ocr_demo").tasks} == {"default_pool"}
+
+
+def test_form_choices_match_the_library(dagbag) -> None:
+    from khmer_ocr_airflow.common import PHASE3_1_CONFIGS, TRAIN_CONFIGS
+
+    from khmer_ocr.config import profile_path
+    from khmer_ocr.training.config import PHASE3_1
+
+    assert list(PHASE3_1) == PHASE3_1_CONFIGS
+    for name in TRAIN_CONFIGS:
+        assert profile_path("train", name).is_file()
+    configs = dagbag.get_dag("khmer_ocr_phase3_1_tuning").params.get_param("configs")
+    assert configs.value == list(PHASE3_1) and configs.schema["items"]["enum"] == list(PHASE3_1)
+
+
+def test_hooks_default_to_the_local_stack_and_read_connections(airflow_env, monkeypatch) -> None:
+    from airflow.sdk import Connection
+    from khmer_ocr_airflow.hooks import MlflowRegistryHook, TorchServeHook
+
+    def fake(conns: dict[str, Connection]):
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        def get(conn_id: str) -> Connection:
+            if conn_id not in conns:
+                raise AirflowNotFoundException(conn_id)
+            return conns[conn_id]
+
+        return classmethod(lambda cls, conn_id: get(conn_id))
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("KHMER_OCR_MODEL_STORE", raising=False)
+    monkeypatch.setattr(MlflowRegistryHook, "get_connection", fake({}))
+    monkeypatch.setattr(TorchServeHook, "get_connection", fake({}))
+    assert MlflowRegistryHook().get_tracking_uri() == "http://127.0.0.1:5000"
+    ts = TorchServeHook()
+    assert (ts.management_url, ts.inference_url) == ("http://127.0.0.1:8081", "http://127.0.0.1:8080")
+    assert ts.model_store == os.path.join(airflow_env["KHMER_OCR_STATE"], "torchserve", "model-store")
+    client = ts.get_conn()
+    assert client.management_url == "http://127.0.0.1:8081"
+
+    mlflow = Connection(conn_id="khmer_ocr_mlflow", conn_type="http", host="mlflow", port=5000, login="u",
+                        password="p")  # fmt: skip
+    torchserve = Connection(
+        conn_id="khmer_ocr_torchserve", conn_type="http", host="torchserve", port=8081,
+        extra='{"inference_url": "http://torchserve:8080/", "token": "t", "model_store": "/store", '
+        '"key_file": "/keys/key_file.json"}',
+    )  # fmt: skip
+    monkeypatch.setattr(MlflowRegistryHook, "get_connection", fake({"khmer_ocr_mlflow": mlflow}))
+    monkeypatch.setattr(TorchServeHook, "get_connection", fake({"khmer_ocr_torchserve": torchserve}))
+    hook = MlflowRegistryHook()
+    assert hook.get_tracking_uri() == "http://mlflow:5000"
+    with hook.environment() as uri:
+        assert os.environ["MLFLOW_TRACKING_URI"] == uri and os.environ["MLFLOW_TRACKING_USERNAME"] == "u"
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_TRACKING_USERNAME" not in os.environ
+    ts = TorchServeHook()
+    assert (ts.management_url, ts.inference_url, ts.token, ts.model_store) == (
+        "http://torchserve:8081", "http://torchserve:8080", "t", "/store"
+    )  # fmt: skip
+    assert ts.get_conn().key_file == "/keys/key_file.json"
+
+
+def test_failure_summary_names_the_task_error_and_hint() -> None:
+    from types import SimpleNamespace
+
+    from khmer_ocr_airflow.callbacks import failure_summary
+
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="validate", map_index=-1, try_number=1, log_url="u")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    text = failure_summary(
+        {"ti": ti, "exception": AirflowFailException("bad labels"), "params": {"profile": "demo"}}
+    )
+    assert "FAILED d / run r" in text and "task validate" in text and "bad labels" in text
+    assert "profile='demo'" in text and "not retried" in text and "log: u" in text
+
+
+# ------------------------------------------------------------------------------------ data, end to end
+def _asset_events(uri: str) -> list[dict]:
+    from airflow import settings
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    with settings.Session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == uri)
+        ).all()
+        return [dict(e.extra or {}) for e in sorted(rows, key=lambda e: e.timestamp)]
+
+
+@pytest.fixture(scope="module")
+def data_run(dagbag, airflow_env, tmp_path_factory):
+    """khmer_ocr_data run once on a tiny profile (3 shards over 2 mapped tasks)."""
+    out = tmp_path_factory.mktemp("data") / "ds"
+    dag_run = _test(dagbag, "khmer_ocr_data", {**TINY, "out": str(out)})
+    return dag_run, out
+
+
+def test_data_dag_generates_validates_and_publishes(data_run) -> None:
+    from khmer_ocr_airflow.common import DATASET
+
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import Dataset
+
+    dag_run, out = data_run
+    states = _states(dag_run)
+    assert dag_run.state == "success", states
+    assert states["generate_shards[0]"] == states["generate_shards[1]"] == "success"
+    ds = Dataset(out)
+    assert len(ds) == 120 and (out / "validation.html").is_file()
+    events = _asset_events(DATASET.uri)
+    assert events[-1]["version"] == ds.card["version"] and events[-1]["uri"] == str(out)
+    assert events[-1]["validation_report"] == str(out / "validation.html")
+    assert events[-1]["num_samples"] == 120 and "split" in events[-1]["counts"]
+    ti = next(t for t in dag_run.get_task_instances() if t.task_id == "validate")
+    assert ti.xcom_pull(task_ids="validate", key="validation_report") == str(out / "validation.html")
+    # the mapped, sharded generation writes the same dataset as one generate_dataset call
+    import yaml
+
+    from khmer_ocr.config import from_dict
+    from khmer_ocr.data.dataset import generate_dataset
+
+    cfg = from_dict(DataConfig, yaml.safe_load((out / "config.yaml").read_text()))
+    single = generate_dataset(cfg, out.parent / "single", workers=1, progress=False)
+    assert single.version == ds.card["version"]
+
+
+def test_data_dag_stops_on_a_failed_validation(data_run, dagbag, capfd, caplog) -> None:
+    import json
+
+    from khmer_ocr_airflow.common import DATASET
+
+    _, good = data_run
+    bad = good.parent / "bad"
+    shutil.copytree(good, bad)
+    (bad / "manifest.jsonl").unlink()  # the run finalizes it again from the shards
+    rec = json.loads((bad / "shards" / "shard-00001.jsonl").read_text().splitlines()[0])
+    with open(bad / rec["shard"], "r+b") as f:  # damage one image: its checksum no longer matches
+        f.seek(rec["offset"] + rec["size"] // 2)
+        f.write(b"\x00" * 16)
+    before = len(_asset_events(DATASET.uri))
+    dag_run = _test(dagbag, "khmer_ocr_data", {**TINY, "out": str(bad)})
+    states = _states(dag_run)
+    assert dag_run.state == "failed"
+    assert states["finalize"] == "success" and states["validate"] == "failed"
+    assert states["publish"] == "upstream_failed"
+    assert len(_asset_events(DATASET.uri)) == before  # nothing published
+    ti = next(t for t in dag_run.get_task_instances() if t.task_id == "validate")
+    assert ti.xcom_pull(task_ids="validate", key="validation_report") == str(bad / "validation.html")
+    log = capfd.readouterr()
+    text = log.out + log.err + caplog.text
+    assert "checksum_match" in text and str(bad / "validation.html") in text
+    assert "khmer-ocr: FAILED khmer_ocr_data" in text
+
+
+def test_sharded_generation_on_s3_matches_generate_dataset(s3_env: str, tmp_path: Path) -> None:
+    """prepare_dataset / generate_shards / finalize_dataset (what the mapped tasks call) on s3://."""
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import (
+        Dataset,
+        finalize_dataset,
+        generate_dataset,
+        generate_shards,
+        prepare_dataset,
+    )
+
+    cfg = DataConfig(name="s", num_samples=60, shard_size=20, seed=4, difficulty={1: 1.0})
+    out = f"{s3_env}/ds"
+    assert prepare_dataset(cfg, out) == [0, 1, 2]
+    assert generate_shards(cfg, out, [2]) == 20 and generate_shards(cfg, out, [0, 1, 2]) == 40
+    result = finalize_dataset(cfg, out)
+    assert result.version == generate_dataset(cfg, tmp_path / "local", workers=1, progress=False).version
+    assert len(Dataset(out)) == 60 and prepare_dataset(cfg, out) == []
+
+
+# ---------------------------------------------------------------------------------- approval, promotion
+@pytest.fixture
+def registry_env(mlflow_env: str, monkeypatch: pytest.MonkeyPatch, airflow_env) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_KHMER_OCR_MLFLOW", mlflow_env)  # the hook reads the connection
+    return mlflow_env
+
+
+def _pending_version(tracking_uri: str) -> tuple[str, str]:
+    """A registered model of its own with one version that passes its gates, approval pending."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name = f"khmer-ocr-test-{uuid.uuid4().hex[:8]}"
+    exp = client.get_experiment_by_name("dag-tests") or client.create_experiment("dag-tests")
+    exp_id = exp if isinstance(exp, str) else exp.experiment_id
+    run = client.create_run(exp_id)
+    client.create_registered_model(name)
+    tags = {
+        "gates_passed": "true",
+        "approval": "pending",
+        "metric.char_accuracy": "0.9",
+        "eval_dataset_version": "t-0",
+        "gate.milestone_1_char_acc_60": "PASS 0.9 >= 0.6",
+    }
+    mv = client.create_model_version(
+        name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags
+    )
+    return name, str(mv.version)
+
+
+def _promote(dagbag, name: str, version: str, **conf: Any):
+    conf = {
+        "model_name": name,
+        "version": version,
+        "poll_seconds": 0.5,
+        "approval_timeout_minutes": 1,
+        **conf,
+    }
+    start = time.monotonic()
+    dag_run = _test(dagbag, "khmer_ocr_promotion", conf)
+    return dag_run, _states(dag_run), time.monotonic() - start
+
+
+def _champion(name: str, tracking_uri: str):
+    from khmer_ocr.registry import get_version
+
+    return get_version("champion", name=name, tracking_uri=tracking_uri)
+
+
+def test_approval_wait_blocks_until_its_timeout(dagbag, registry_env: str) -> None:
+    from khmer_ocr.registry import approval_status
+
+    name, version = _pending_version(registry_env)
+    dag_run, states, seconds = _promote(dagbag, name, version, approval_timeout_minutes=0.05)
+    assert dag_run.state == "failed", states
+    assert states["wait_for_approval"] == "failed" and states["promote"] == "upstream_failed"
+    assert seconds >= 3.0  # it waited (deferred) the whole 3 s
+    assert approval_status(version, name=name, tracking_uri=registry_env) == "pending"
+    assert _champion(name, registry_env) is None
+
+
+def test_mlflow_approval_lets_the_promotion_proceed(dagbag, registry_env: str) -> None:
+    from khmer_ocr.registry import approve
+
+    name, version = _pending_version(registry_env)
+    kwargs = {"name": name, "tracking_uri": registry_env}
+    timer = threading.Timer(2.0, approve, (version, "alice", "looks good"), kwargs)
+    timer.start()
+    try:
+        dag_run, states, seconds = _promote(dagbag, name, version)
+    finally:
+        timer.join()
+    assert dag_run.state == "success", states
+    assert seconds >= 2.0  # it waited for the tag
+    ti = next(t for t in dag_run.get_task_instances() if t.task_id == "wait_for_approval")
+    assert ti.xcom_pull(task_ids="wait_for_approval") == {
+        "approved": True, "version": version, "by": "alice", "via": "mlflow"
+    }  # fmt: skip
+    champion = _champion(name, registry_env)
+    assert champion is not None and champion.version == version
+
+
+def _airflow_answer(option: str, user: str) -> dict:
+    """The event the api-server resumes the deferred task with when someone answers on the Required actions
+    page (built by Airflow's own HITLDetail.as_resume_event_payload)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.sdk import timezone
+
+    detail = HITLDetail(ti_id=uuid.uuid4(), options=["Approve", "Reject"], subject="s", body="b")
+    detail.chosen_options = [option]
+    detail.responded_by = {"id": user, "name": user}
+    detail.responded_at = timezone.utcnow()
+    detail.params_input = {}
+    return detail.as_resume_event_payload()
+
+
+@pytest.mark.parametrize("option", ["Approve", "Reject"])
+def test_an_answer_in_airflow_is_recorded_in_mlflow(registry_env: str, option: str) -> None:
+    from khmer_ocr_airflow.operators import ModelApprovalOperator
+
+    from khmer_ocr.registry import get_version
+
+    name, version = _pending_version(registry_env)
+    op = ModelApprovalOperator(task_id="wait_for_approval", version=version, model_name=name)
+    result = op.execute_complete(context={}, event=_airflow_answer(option, "bob"))
+    assert result == {
+        "approved": option == "Approve",
+        "version": version,
+        "by": "bob (Airflow)",
+        "via": "airflow",
+    }
+    info = get_version(version, name=name, tracking_uri=registry_env)
+    if option == "Approve":  # promote() reads the registry: the Airflow answer is an approval there too
+        assert info.approval == "approved" and info.tags["approved_by"] == "bob (Airflow)"
+    else:
+        assert info.approval == "rejected" and info.tags["rejected_by"] == "bob (Airflow)"
+
+
+def test_a_rejection_in_mlflow_skips_the_promotion(dagbag, registry_env: str) -> None:
+    from khmer_ocr.registry import reject
+
+    name, version = _pending_version(registry_env)
+    reject(version, "carol", "too slow", name=name, tracking_uri=registry_env)
+    _, states, _ = _promote(dagbag, name, version)
+    assert states["wait_for_approval"] == "success" and states["promote"] == "skipped", states
+    assert _champion(name, registry_env) is None
+
+
+def test_auto_approve_promotes_without_waiting(dagbag, registry_env: str) -> None:
+    name, version = _pending_version(registry_env)
+    dag_run, states, seconds = _promote(dagbag, name, version, auto_approve=True)
+    assert dag_run.state == "success", states
+    assert _champion(name, registry_env).version == version
+    assert timedelta(seconds=seconds) < timedelta(seconds=30)
+
+
+# ---------------------------------------------------------------------------- training DAGs, chained
+@pytest.mark.slow
+def test_training_dags_chain_tuning_optimization_promotion_nightly(
+    data_run, dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phase 3.1 (two configurations, mapped) -> phase 3.2 from its best (gates fail, then pass) -> promotion
+    -> nightly fine-tune of the champion, each on tiny settings and a registry of their own (a SQLite MLflow
+    store given as the connection's tracking_uri extra)."""
+    import json
+
+    from khmer_ocr_airflow.common import PHASE3_1_BEST
+
+    from khmer_ocr.registry import get_version
+
+    monkeypatch.chdir(tmp_path)  # MLflow's local artifact root
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    conn = {"conn_type": "http", "extra": {"tracking_uri": store}}
+    monkeypatch.setenv("AIRFLOW_CONN_KHMER_OCR_MLFLOW", json.dumps(conn))
+    monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tiny = [
+        "model.size=tiny",
+        "optim.batch_size=8",
+        "optim.epochs=1",
+        "max_steps_per_epoch=2",
+        "data.max_val_lines=8",
+    ]
+    gates = tmp_path / "open.yaml"
+    gates.write_text(
+        'gates:\n  - {name: any, metric: char_accuracy, op: ">=", threshold: 0.0, description: "x"}\n'
+    )
+
+    def run(dag_id: str, **conf: Any) -> dict[str, Any]:
+        return _states(_test(dagbag, dag_id, conf))
+
+    states = run(
+        "khmer_ocr_phase3_1_tuning", configs=["conservative_small", "ctc_alignment_free"], overrides=tiny
+    )
+    assert set(states.values()) == {"success"} and "train[1]" in states and "evaluate[1]" in states, states
+    best = _asset_events(PHASE3_1_BEST.uri)[-1]
+    assert best["version"] == "1" and best["model_uri"] == "models:/khmer-ocr/1"
+    runs = Path(os.environ["KHMER_OCR_STATE"]) / "runs" / "phase3_1"
+    assert "| conservative_small |" in next(runs.glob("*/comparison.md")).read_text()
+
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny)  # from the asset; milestones: not met
+    assert states["check_gates"] == "failed" and states["register"] == "upstream_failed", states
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, gates=str(gates))
+    assert set(states.values()) == {"success"}, states
+    candidate = get_version("candidate", tracking_uri=store)
+    assert candidate.version == "2" and candidate.tags["phase"] == "3.2"
+
+    states = run("khmer_ocr_promotion", auto_approve=True, poll_seconds=0.5)
+    assert set(states.values()) == {"success"}, states
+    assert get_version("champion", tracking_uri=store).version == "2"
+
+    states = run("khmer_ocr_nightly", num_samples=120, overrides=tiny, gates=str(gates))
+    assert states["compare"] == "success" and states["register_if_better"] in ("success", "skipped"), states
+    registered = states["register_if_better"] == "success"
+    assert (get_version("3", tracking_uri=store) is not None) if registered else True
+
+
+# ------------------------------------------------------------------------------- the demo, end to end
+
+
+@pytest.fixture
+def torchserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env) -> Iterator[Any]:
+    """A real, empty TorchServe on free ports; the khmer_ocr_torchserve connection points at it."""
+    import json
+
+    from khmer_ocr.torchserve.server import Ports, TorchServeProcess
+    from tests.conftest import _free_port
+
+    ts = TorchServeProcess(tmp_path / "ts", Ports(*(_free_port() for _ in range(5))))
+    ts.start()
+    conn = {
+        "conn_type": "http",
+        "host": "127.0.0.1",
+        "port": ts.ports.management,
+        "extra": {"inference_url": ts.client.inference_url, "model_store": str(ts.model_store)},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_KHMER_OCR_TORCHSERVE", json.dumps(conn))
+    try:
+        yield ts
+    finally:
+        ts.stop()
+
+
+@pytest.mark.slow
+def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env: str, torchserve) -> None:
+    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.registry import get_version
+
+    name = f"khmer-ocr-demo-{uuid.uuid4().hex[:8]}"
+    conf = {
+        "num_samples": 400,
+        "model_name": name,
+        "overrides": ["optim.lr=0.0003", "max_steps_per_epoch=5", "optim.epochs=1"],
+    }
+    dag_run = _test(dagbag, "khmer_ocr_demo", conf)
+    states = _states(dag_run)
+    assert dag_run.state == "success", states
+    assert set(states.values()) == {"success"}, states
+    champion = get_version("champion", name=name, tracking_uri=registry_env)
+    assert champion is not None and champion.version == "1"
+    assert champion.approval == "approved" and champion.tags["approved_by"] == "auto_approve"
+    assert torchserve.client.default_version("khmer-ocr") == champion.version
+    ds = Dataset(Path(os.environ["KHMER_OCR_STATE"]) / "datasets" / "demo")
+    answer = torchserve.client.predict("khmer-ocr", ds.image_bytes(ds.split("test")[0]))
+    assert answer.status == 200 and answer.body["text"]
+
+    # a champion that cannot be served: khmer_ocr_deploy fails, and its rollback restores the previous one
+    from mlflow import MlflowClient
+
+    from khmer_ocr.registry import approve, promote
+
+    client = MlflowClient(registry_env, registry_uri=registry_env)
+    run = client.create_run(client.get_experiment_by_name("khmer-ocr").experiment_id)  # logs no model
+    tags = {k: v for k, v in champion.tags.items() if k.startswith(("gate", "eval_", "metric."))}
+    broken = client.create_model_version(
+        name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={**tags, "approval": "pending"}
+    ).version
+    approve(broken, "dave", name=name, tracking_uri=registry_env)
+    promote(broken, "dave", name=name, tracking_uri=registry_env)
+    dag_run = _test(dagbag, "khmer_ocr_deploy", {"model_ref": f"models:/{name}@champion"})
+    states = _states(dag_run)
+    assert dag_run.state == "failed", states
+    assert states["deploy"] == "failed" and states["verify"] == "upstream_failed", states
+    assert states["rollback"] == "success", states
+    assert get_version("champion", name=name, tracking_uri=registry_env).version == champion.version
+    assert torchserve.client.default_version("khmer-ocr") == champion.version
