@@ -146,6 +146,9 @@ class LocalPlatform:
             "extra": {"inference_url": self.urls["torchserve"], "model_store": str(self.model_store)},
         }  # fmt: skip
         return {
+            # Tasks share the cores with Airflow's own processes and with each other: torch with as many
+            # OpenMP threads as cores then spins on busy cores (a one-minute training took ten here).
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2)),
             **os.environ,
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "KHMER_OCR_STATE": str(self.state),
