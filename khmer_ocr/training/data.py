@@ -50,6 +50,15 @@ class ShardReader:
             raise ValueError(f"record {rec['id']}: image does not decode")
         return img
 
+    def close(self) -> None:
+        """Close the shard files this reader opened."""
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def __del__(self) -> None:  # readers live as long as their datasets: close with them
+        self.close()
+
     def __getstate__(self) -> dict:  # open files do not cross process boundaries
         return {**self.__dict__, "_files": {}}
 
