@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from khmer_ocr import __version__, storage
@@ -418,7 +417,7 @@ def _write_grid(out: str, records: list[dict], tmp_root: Path) -> None:
     for r in records:
         by_level.setdefault(r["difficulty"], []).append(r)
     picked = [r for lv in sorted(by_level) for r in by_level[lv][:6]][:30]
-    images = [_read_image(out, r) for r in picked]
+    images = [decode_gray(record_bytes(out, r), r) for r in picked]
     path = tmp_root / GRID
     sample_grid(
         images,
@@ -428,9 +427,20 @@ def _write_grid(out: str, records: list[dict], tmp_root: Path) -> None:
     _commit(path, storage.join(out, GRID))
 
 
-def _read_image(out: str, rec: dict) -> np.ndarray:
-    data = storage.read_bytes(storage.join(out, rec["shard"]), (rec["offset"], rec["size"]))
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+def record_bytes(uri: str, rec: dict) -> bytes:
+    """The encoded image of one manifest record: a ranged read from its shard (local or s3://)."""
+    return storage.read_bytes(storage.join(uri, rec["shard"]), (int(rec["offset"]), int(rec["size"])))
+
+
+def decode_gray(data: bytes, rec: dict | None = None) -> np.ndarray:
+    """A grayscale uint8 array from a record's encoded image; ValueError naming the record if it does not
+    decode. The one decoder of dataset images (the sample grid, Dataset.image, training's ShardReader)."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    if img is None:
+        raise ValueError(f"record {rec['id'] if rec else '?'}: image does not decode")
+    return img
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -466,12 +476,10 @@ class Dataset:
 
     def image_bytes(self, rec: dict) -> bytes:
         """The PNG bytes of one record (ranged read from its shard)."""
-        return storage.read_bytes(
-            storage.join(self.uri, rec["shard"]), (int(rec["offset"]), int(rec["size"]))
-        )
+        return record_bytes(self.uri, rec)
 
     def image(self, rec: dict) -> np.ndarray:
-        return np.asarray(Image.open(io.BytesIO(self.image_bytes(rec))).convert("L"))
+        return decode_gray(self.image_bytes(rec), rec)
 
     def dataframe(self):
         import pandas as pd

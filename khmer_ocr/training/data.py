@@ -6,12 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from khmer_ocr import storage
-from khmer_ocr.data.dataset import Dataset
+from khmer_ocr.data.dataset import Dataset, decode_gray
 from khmer_ocr.data.sources import cache_dir
 from khmer_ocr.preprocess import batch_lines, prepare_line
 from khmer_ocr.script import Charset
@@ -45,10 +44,7 @@ class ShardReader:
         return f.read(int(rec["size"]))
 
     def image(self, rec: dict) -> np.ndarray:
-        img = cv2.imdecode(np.frombuffer(self.read(rec), np.uint8), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise ValueError(f"record {rec['id']}: image does not decode")
-        return img
+        return decode_gray(self.read(rec), rec)
 
     def close(self) -> None:
         """Close the shard files this reader opened."""
