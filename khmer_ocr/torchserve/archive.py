@@ -96,7 +96,11 @@ def build_archive(
             "--export-path", tmp,
             "--force",
         ]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent builds apart.
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        env = {**os.environ, "TMPDIR": str(staging)}
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         built = Path(tmp) / f"{model_name}.mar"
         if done.returncode != 0 or not built.is_file():
             tail = done.stderr.strip()[-2000:]
