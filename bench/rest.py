@@ -13,7 +13,6 @@ import argparse
 import http.client
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -25,11 +24,9 @@ import torch
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.dataset import Dataset, generate_dataset
 from khmer_ocr.inference import Recognizer
+from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive
 from khmer_ocr.torchserve.server import Ports, TorchServeProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import _free_port
 
 SETTINGS = {  # name -> (batch size, max batch delay ms)
     "no batching": (1, 0),
@@ -97,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         images = test_lines(Path(tmp), 200)
         local = in_process_ms(args.model, images)
-        server = TorchServeProcess(Path(tmp) / "ts", Ports(*(_free_port() for _ in range(5))))
+        server = TorchServeProcess(Path(tmp) / "ts", Ports(*(free_port() for _ in range(5))))
         archive = build_archive(args.model, server.model_store)
         server.start()
         rows = []

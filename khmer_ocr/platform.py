@@ -19,13 +19,12 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from khmer_ocr.errors import ServingError
-from khmer_ocr.processes import group_alive, stop_group
+from khmer_ocr.http import Response, request, send_json
+from khmer_ocr.processes import running_pid, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DAG = "khmer_ocr_demo"
@@ -52,30 +51,12 @@ class Ports:
     grpc_management: int = 7091
 
 
-def _get(url: str, timeout: float = 3.0, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+def _get(url: str, headers: dict | None = None) -> Response:
+    """GET; an unreachable service answers status 0 (health checks poll services that are starting)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return request("GET", url, headers=headers, timeout=5.0)
     except OSError:
-        return 0, b""
-
-
-def _send(url: str, body: dict, method: str = "POST", headers: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {"detail": raw.decode(errors="replace")}
+        return Response(0, None)
 
 
 class LocalPlatform:
@@ -112,12 +93,7 @@ class LocalPlatform:
 
     # ---------------------------------------------------------------------------------- processes
     def _pid(self, name: str) -> int | None:
-        path = self.state / "pids" / f"{name}.pid"
-        try:
-            pid = int(path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if group_alive(pid) else None
+        return running_pid(self.state / "pids" / f"{name}.pid")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         (self.state / "pids").mkdir(parents=True, exist_ok=True)
@@ -162,7 +138,7 @@ class LocalPlatform:
 
     # ------------------------------------------------------------------------------------- services
     def _mlflow_healthy(self) -> bool:
-        return _get(f"{self.urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 200
+        return _get(f"{self.urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1").status == 200
 
     def start_mlflow(self) -> None:
         if self._pid("mlflow") and self._mlflow_healthy():
@@ -207,11 +183,10 @@ class LocalPlatform:
         server.start([f"khmer-ocr={archive.name}"])
 
     def _airflow_healthy(self) -> bool:
-        status, body = _get(f"{self.urls['airflow']}/api/v2/monitor/health")
-        if status != 200:
+        r = _get(f"{self.urls['airflow']}/api/v2/monitor/health")
+        if r.status != 200 or not isinstance(r.body, dict):
             return False
-        health = json.loads(body)
-        return all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
+        return all(r.body.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler"))
 
     def start_airflow(self) -> None:
         if self._pid("airflow") and self._airflow_healthy():
@@ -238,12 +213,12 @@ class LocalPlatform:
 
     def ensure_pools(self) -> None:
         """Create the pools the DAGs use, keeping the slots of any that exist."""
-        auth = {"Authorization": f"Bearer {self._token()}"}
+        auth = self._auth()
         for name, (slots, description) in POOLS.items():
             pool = {"name": name, "slots": slots, "description": description}
-            status, body = _send(f"{self.urls['airflow']}/api/v2/pools", pool, "POST", auth)
-            if status not in (200, 201, 409):
-                raise PlatformError(f"cannot create the Airflow pool {name} ({status}): {body}")
+            r = send_json("POST", f"{self.urls['airflow']}/api/v2/pools", pool, auth)
+            if r.status not in (200, 201, 409):
+                raise PlatformError(f"cannot create the Airflow pool {name} ({r.status}): {r.body}")
 
     def up(self) -> None:
         """Start whatever is not running yet: MLflow, TorchServe, Airflow."""
@@ -280,49 +255,45 @@ class LocalPlatform:
         }
 
     # ------------------------------------------------------------------------------------------ demo
-    def _token(self) -> str:
-        status, body = _send(
-            f"{self.urls['airflow']}/auth/token", {"username": "admin", "password": self.admin_password()}
-        )
-        if status not in (200, 201) or "access_token" not in body:
-            raise PlatformError(f"Airflow login failed ({status}): {body}")
-        return body["access_token"]
+    def _auth(self) -> dict[str, str]:
+        """An Authorization header for Airflow's REST API (the admin user's JWT)."""
+        credentials = {"username": "admin", "password": self.admin_password()}
+        r = send_json("POST", f"{self.urls['airflow']}/auth/token", credentials)
+        if r.status not in (200, 201) or not isinstance(r.body, dict) or "access_token" not in r.body:
+            raise PlatformError(f"Airflow login failed ({r.status}): {r.body}")
+        return {"Authorization": f"Bearer {r.body['access_token']}"}
 
     def run_demo(self, conf: dict | None = None, timeout_s: float = 1800, progress=print) -> dict:
         """Unpause and trigger the demo DAG, wait for its run; returns the final dag run (state success)."""
         api = f"{self.urls['airflow']}/api/v2/dags/{DEMO_DAG}"
+        auth = self._auth()
         deadline = time.monotonic() + 120
-        while True:  # the DAG processor may not have parsed the DAG yet
-            auth = {"Authorization": f"Bearer {self._token()}"}
-            status, body = _send(api, {"is_paused": False}, "PATCH", auth)
-            if status == 200:
-                break
-            if time.monotonic() > deadline:
-                raise PlatformError(f"cannot unpause {DEMO_DAG} ({status}): {body}")
+        while (r := send_json("PATCH", api, {"is_paused": False}, auth)).status != 200:
+            if time.monotonic() > deadline:  # the DAG processor may not have parsed the DAG yet
+                raise PlatformError(f"cannot unpause {DEMO_DAG} ({r.status}): {r.body}")
             time.sleep(3)
-        status, run = _send(f"{api}/dagRuns", {"logical_date": None, "conf": conf or {}}, "POST", auth)
-        if status not in (200, 201):
-            raise PlatformError(f"cannot trigger {DEMO_DAG} ({status}): {run}")
-        run_id, seen = run["dag_run_id"], set()
+        r = send_json("POST", f"{api}/dagRuns", {"logical_date": None, "conf": conf or {}}, auth)
+        if r.status not in (200, 201):
+            raise PlatformError(f"cannot trigger {DEMO_DAG} ({r.status}): {r.body}")
+        run_id, seen = r.body["dag_run_id"], set()
         progress(f"triggered {DEMO_DAG} run {run_id}")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            auth = {"Authorization": f"Bearer {self._token()}"}
-            _, raw = _get(f"{api}/dagRuns/{run_id}/taskInstances", headers=auth)
-            for ti in json.loads(raw or b"{}").get("task_instances", []):
+            tasks = _get(f"{api}/dagRuns/{run_id}/taskInstances", auth).body
+            for ti in tasks.get("task_instances", []) if isinstance(tasks, dict) else []:
                 key = (ti["task_id"], ti.get("map_index", -1), ti["state"])
                 if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in seen:
                     seen.add(key)
                     progress(f"  {ti['task_id']}: {ti['state']}")
-            _, raw = _get(f"{api}/dagRuns/{run_id}", headers=auth)
-            run = json.loads(raw or b"{}")
-            if run.get("state") in ("success", "failed"):
-                if run["state"] != "success":
-                    raise PlatformError(
-                        f"{DEMO_DAG} run {run_id} failed: see {self.urls['airflow']}/dags/{DEMO_DAG} "
-                        f"(logs under {self.airflow_home / 'logs'})"
-                    )
+            run = _get(f"{api}/dagRuns/{run_id}", auth).body
+            state = run.get("state") if isinstance(run, dict) else None
+            if state == "success":
                 return run
+            if state == "failed":
+                raise PlatformError(
+                    f"{DEMO_DAG} run {run_id} failed: see {self.urls['airflow']}/dags/{DEMO_DAG} "
+                    f"(logs under {self.airflow_home / 'logs'})"
+                )
             time.sleep(5)
         raise PlatformError(f"{DEMO_DAG} run {run_id} did not finish within {timeout_s:.0f} s")
 

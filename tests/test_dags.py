@@ -597,10 +597,10 @@ def torchserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env) -> 
     """A real, empty TorchServe on free ports; the khmer_ocr_torchserve connection points at it."""
     import json
 
+    from khmer_ocr.processes import free_port
     from khmer_ocr.torchserve.server import Ports, TorchServeProcess
-    from tests.conftest import _free_port
 
-    ts = TorchServeProcess(tmp_path / "ts", Ports(*(_free_port() for _ in range(5))))
+    ts = TorchServeProcess(tmp_path / "ts", Ports(*(free_port() for _ in range(5))))
     ts.start()
     conn = {
         "conn_type": "http",

@@ -25,13 +25,13 @@ from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.dataset import Dataset, generate_dataset
 from khmer_ocr.errors import DeployError
 from khmer_ocr.inference import REFERENCE_MODEL, load_model, save_model
+from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive
 from khmer_ocr.torchserve.client import TorchServeClient
 from khmer_ocr.torchserve.deploy import SMOKE_IMAGE, deploy
 from khmer_ocr.torchserve.requests import MAX_PIXELS, BadRequest, parse_request
 from khmer_ocr.torchserve.server import Ports, TorchServeProcess
 from khmer_ocr.tracking import log_model_folder
-from tests.conftest import _free_port
 
 NAME = "khmer-ocr"
 
@@ -52,7 +52,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def _ports() -> Ports:
-    return Ports(*(_free_port() for _ in range(5)))
+    return Ports(*(free_port() for _ in range(5)))
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from khmer_ocr.errors import ServingError
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any  # parsed JSON, else text
+from khmer_ocr.http import Response, request
 
 
 class TorchServeClient:
@@ -64,23 +55,13 @@ class TorchServeClient:
         content_type: str | None = None,
         token: str | None = None,
     ) -> Response:
-        request = urllib.request.Request(url, data=data, method=method)
-        if content_type:
-            request.add_header("Content-Type", content_type)
+        headers = {"Content-Type": content_type} if content_type else {}
         if token:
-            request.add_header("Authorization", f"Bearer {token}")
+            headers["Authorization"] = f"Bearer {token}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as r:
-                status, raw = r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
+            return request(method, url, data, headers, self.timeout)
         except OSError as exc:
             raise ServingError(f"TorchServe at {url} cannot be reached: {exc}") from exc
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            return Response(status, json.loads(text))
-        except ValueError:
-            return Response(status, text)
 
     def _manage(self, method: str, path: str, **params: Any) -> Response:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
@@ -112,10 +93,6 @@ class TorchServeClient:
         return self._call("POST", f"{self.inference_url}{path}", data, content_type, self.inference_token)
 
     # ----------------------------------------------------------------------------------------- management
-    def models(self) -> list[str]:
-        body = self._ok(self._manage("GET", "/models", limit=1000), "list models")
-        return [m["modelName"] for m in body.get("models", [])]
-
     def versions(self, model_name: str) -> list[dict]:
         """[{"modelVersion", "default"?, "workers": [...], ...}] for every registered version; [] if none."""
         r = self._manage("GET", f"/models/{model_name}/all")
@@ -154,10 +131,3 @@ class TorchServeClient:
     def unregister(self, model_name: str, version: str | None = None) -> None:
         path = f"/models/{model_name}" + (f"/{version}" if version else "")
         self._ok(self._manage("DELETE", path), f"unregister {model_name} {version or ''}".strip())
-
-    def wait_healthy(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.healthy():
-            if time.monotonic() > deadline:
-                raise ServingError(f"TorchServe at {self.inference_url} not healthy after {timeout_s:.0f} s")
-            time.sleep(0.3)

@@ -11,6 +11,7 @@ from pathlib import Path
 from khmer_ocr.errors import DeployError, ServingError
 from khmer_ocr.torchserve.archive import MODEL_NAME, build_archive, resolve_model
 from khmer_ocr.torchserve.client import TorchServeClient
+from khmer_ocr.torchserve.requests import decode_image
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -32,27 +33,20 @@ def smoke_test(
     client: TorchServeClient,
     model_name: str,
     version: str,
-    model_dir: Path,
     image: bytes,
+    in_process: str,
     expect: str | None = None,
 ) -> dict:
-    """Warm the version, then check its REST answer for image against the same model in process (and
-    against expect, when given); raises DeployError with what differed."""
-    import io
-
-    from PIL import Image
-
-    from khmer_ocr.inference import Recognizer
-
+    """Warm the version, then check its REST answer for image against in_process, the same model's answer
+    in this process (and against expect, when given); raises DeployError with what differed."""
     for _ in range(WARMUP_REQUESTS):
         r = client.predict(model_name, image, version=version)
     if r.status != 200 or not isinstance(r.body, dict) or "text" not in r.body:
         raise DeployError(f"smoke test of {model_name} {version}: HTTP {r.status}: {r.body}")
-    local = Recognizer.load(model_dir).predict([Image.open(io.BytesIO(image))])[0].text
-    if r.body["text"] != local:
+    if r.body["text"] != in_process:
         raise DeployError(
             f"smoke test of {model_name} {version}: served {r.body['text']!r}, the same model in process "
-            f"reads {local!r}"
+            f"reads {in_process!r}"
         )
     if expect is not None and r.body["text"] != expect:
         raise DeployError(
@@ -91,8 +85,11 @@ def deploy(
     from khmer_ocr.inference import Recognizer
 
     resolved = resolve_model(model_ref)
-    try:
-        Recognizer.load(resolved.model_dir)  # fail fast, before TorchServe is touched
+    image = smoke_image if smoke_image is not None else SMOKE_IMAGE.read_bytes()
+    try:  # fail fast, before TorchServe is touched; its answer is what the served version must say
+        in_process = (
+            Recognizer.load(resolved.model_dir).predict([decode_image(image, "the smoke image")])[0].text
+        )
     except ModelLoadError as exc:
         raise DeployError(f"{resolved.ref} cannot be loaded, nothing deployed: {exc}") from exc
     if not client.healthy():  # the service, not the model: a ServingError, worth a retry
@@ -108,9 +105,8 @@ def deploy(
             raise DeployError(
                 f"registering {archive.name} failed; {previous or 'nothing'} keeps serving: {exc}"
             ) from exc
-    image = smoke_image if smoke_image is not None else SMOKE_IMAGE.read_bytes()
     try:
-        answer = smoke_test(client, model_name, resolved.version, resolved.model_dir, image, smoke_expect)
+        answer = smoke_test(client, model_name, resolved.version, image, in_process, smoke_expect)
     except (DeployError, ServingError) as exc:
         if fresh:
             try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from khmer_ocr.errors import ServingError
-from khmer_ocr.processes import group_alive, stop_group
+from khmer_ocr.processes import running_pid, stop_group
 from khmer_ocr.torchserve.archive import serving_dir
 from khmer_ocr.torchserve.client import TorchServeClient
 
@@ -127,11 +127,7 @@ class TorchServeProcess:
 
     def running_pid(self) -> int | None:
         """The PID from the PID file when that process is alive."""
-        try:
-            pid = int(self.pid_file.read_text(encoding="utf-8").strip())
-        except (OSError, ValueError):
-            return None
-        return pid if group_alive(pid) else None
+        return running_pid(self.pid_file)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the process group we started (SIGKILL after timeout_s); remove the PID file."""
