@@ -12,9 +12,9 @@ PIP := $(BIN)/python -m pip install -q -c requirements/constraints.txt $(TORCH_P
 QUIET_PIP := 2>&1 | { grep -v -E "is ignored: it is neither|BuildBackendWarning|^ *return|^ *!!|\*{8}|Please be careful|name as your package|with strategy|^ *$$" || true; }
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv run stop test lint bench clean
+.PHONY: setup system venv fonts run stop test lint bench clean
 
-setup: system venv
+setup: system venv fonts
 
 system:
 	@bash infra/setup/system-deps.sh
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-local.t
 	@set -o pipefail; $(PIP) "torch>=2.4" $(QUIET_PIP)
 	@set -o pipefail; $(PIP) -e ".[serve,airflow,dev]" $(QUIET_PIP)
 	@touch $(STAMP)
+
+# Google's Khmer font families (OFL) from the npm registry's Fontsource packages: more training fonts.
+fonts: venv
+	@$(BIN)/khmer-ocr fonts --install > /dev/null
 
 run: setup
 	@$(BIN)/khmer-ocr platform run --state $(STATE)
@@ -41,11 +45,16 @@ lint: venv
 	@$(BIN)/ruff check khmer_ocr tests bench serving dags plugins
 	@$(BIN)/ruff format --check khmer_ocr tests bench serving dags plugins
 
+# BENCH_DATA=data/reference: the dataset bench/peers.py reads (default: a small one it generates)
+BENCH_DATA ?=
+
 bench: setup
+	@bash infra/setup/bench-deps.sh
 	@$(BIN)/python bench/generation.py
 	@$(BIN)/python bench/training.py
 	@$(BIN)/python bench/inference.py
 	@$(BIN)/python bench/rest.py
+	@$(BIN)/python bench/peers.py $(if $(BENCH_DATA),--data $(BENCH_DATA),)
 
 clean:
 	rm -rf $(STATE)

@@ -39,7 +39,7 @@ def stage_times(n: int) -> list[tuple[str, float]]:
         t2 = time.perf_counter()
         mask = render_mask(
             text,
-            load_font(font.path, int(rng.integers(cfg.fonts.size[0], cfg.fonts.size[1] + 1))),
+            load_font(font.path, int(cfg.fonts.sizes[int(rng.integers(len(cfg.fonts.sizes)))])),
             rng,
             cfg.level(level),
         )

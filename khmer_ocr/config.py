@@ -138,7 +138,16 @@ def profile_path(kind: str, name: str) -> Path:
     profile_path("train", "phase3_1/baseline_optimized")."""
     path = CONFIG_DIR / kind / f"{name}.yaml"
     if not path.is_file():
-        folder = (CONFIG_DIR / kind / name).parent
-        choices = sorted(str(p.relative_to(CONFIG_DIR / kind))[:-5] for p in folder.glob("*.yaml"))
-        raise ConfigError(f"unknown {kind} profile {name!r}; choose one of {choices}")
+        root = CONFIG_DIR / kind
+        what = _KINDS.get(kind, f"{kind} profile")
+        if kind == "train":  # every runnable config, phase3_1/* included; not base.yaml or the profiles
+            found = [p for p in root.rglob("*.yaml") if p.parent.name != "profiles" and p.stem != "base"]
+        else:
+            found = list(root.glob("*.yaml"))
+        choices = sorted(str(p.relative_to(root))[:-5] for p in found)
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(choices)} (or a YAML file)")
     return path
+
+
+_KINDS = {"train": "training config", "train/profiles": "training profile", "data": "data profile",
+          "gates": "gate set"}  # fmt: skip

@@ -22,6 +22,10 @@ from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 
 REFERENCE_MODEL = Path(__file__).parent / "assets" / "reference-model"
+# A prepared line (ink = 1, paper = 0, contrast already stretched) with no pixel at least this dark has
+# nothing written on it (a blank, flat or uniformly coloured image): it reads as "" with confidence 0, not as
+# whatever the model makes of empty paper (the reference model says "$" at 0.8).
+BLANK_INK = 0.5
 
 
 @dataclass
@@ -139,13 +143,22 @@ class Recognizer:
 
     @torch.inference_mode()
     def predict(self, images: list, batch_size: int = 32) -> list[Prediction]:
-        """Text and confidence for each image (any size, dark on light or light on dark)."""
+        """Text and confidence for each image (any size, dark on light or light on dark); an image with
+        nothing written on it reads as empty text with confidence 0."""
         lines = [prepare_line(self.read_image(im), self.cfg.input_height, self.max_width) for im in images]
-        order = np.argsort([ln.shape[1] for ln in lines])  # similar widths together: less padding
         out: list[Prediction | None] = [None] * len(lines)
+        written = []
+        for i, ln in enumerate(lines):
+            if float(ln.max()) < BLANK_INK:
+                out[i] = Prediction("", 0.0)
+            else:
+                written.append(i)
+        line_widths = [lines[i].shape[1] for i in written]
+        order = np.asarray(written, dtype=np.int64)[np.argsort(line_widths)]  # similar widths: less padding
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch, widths = batch_lines([lines[i] for i in idx])
+            # one line needs no padding: unpadded, the model skips all masking and fuses its BiLSTM
+            batch, widths = batch_lines([lines[i] for i in idx], multiple=4 if len(idx) > 1 else 1)
             ids, probs = self.model.decode(
                 torch.from_numpy(batch).to(self.device), torch.from_numpy(widths).to(self.device)
             )
@@ -153,3 +166,11 @@ class Recognizer:
                 conf = math.exp(sum(math.log(max(x, 1e-12)) for x in p) / len(p)) if p else 0.0
                 out[i] = Prediction(self.charset.decode(list(tok)), conf)
         return [p for p in out if p is not None]
+
+    def read_pages(self, images: list, batch_size: int = 32) -> list:
+        """Whole pages (documents, scans, photos, screenshots): each page's lines are found
+        (khmer_ocr.pages.layout) and read, the crops of all pages in batches; a PagePrediction per image
+        with its lines' boxes, texts and confidences in reading order. See khmer_ocr.pages.PageReader."""
+        from khmer_ocr.pages import PageReader
+
+        return PageReader(self).read(images, batch_size)

@@ -20,8 +20,10 @@ def write_card(
     train_config: dict,
     history: list[dict],
     commands: list[str],
+    notes: str = "",
 ) -> Path:
-    """Write card.md and metrics.json into the model folder from a real evaluation report."""
+    """Write card.md and metrics.json into the model folder from a real evaluation report; `notes`
+    (markdown: ablations, data, licences) goes before the commands that reproduce it."""
     model_dir = Path(model_dir)
     model, cfg, charset = load_model(model_dir)
     size_mb = (model_dir / WEIGHTS).stat().st_size / 1e6
@@ -47,6 +49,18 @@ def write_card(
             f"| {name} | {m['n_lines']} | {m['char_accuracy']:.2%} | {m['sequence_accuracy']:.2%} "
             f"| {m['cer']:.4f} | {m['cluster_cer']:.4f} |"
         )
+    if report.levels:
+        keys = sorted({k for per in report.levels.values() for k in per}, key=lambda k: (not k.isdigit(), k))
+        lines += [
+            "",
+            "## CER per difficulty level",
+            "",
+            "| split | " + " | ".join(f"level {k}" for k in keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
+        for name, per in report.levels.items():
+            cells = [f"{per[k]['cer']:.2%} ({per[k]['n_lines']})" if k in per else "-" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Gates (primary split: " + report.primary_split + ")", ""]
     lines += [
         f"- {'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['value']} {g['op']} {g['threshold']}"
@@ -56,14 +70,20 @@ def write_card(
         "",
         "## Training history",
         "",
-        "| epoch | loss | val char acc | val seq acc | samples/s |",
-        "|---|---|---|---|---|",
+        "| epoch | loss | val char acc | val seq acc | samples/s | samples seen | minutes |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {h['epoch']} | {h['loss']:.4f} | {h['val_char_accuracy']:.2%} | "
-        f"{h['val_sequence_accuracy']:.2%} | {h['samples_per_s']:.0f} |"
+        f"{h['val_sequence_accuracy']:.2%} | {h['samples_per_s']:.0f} | {h.get('samples', '-')} | "
+        f"{h['elapsed_min']:.0f} |"
+        if "elapsed_min" in h
+        else f"| {h['epoch']} | {h['loss']:.4f} | {h['val_char_accuracy']:.2%} | "
+        f"{h['val_sequence_accuracy']:.2%} | {h['samples_per_s']:.0f} | - | - |"
         for h in history
     ]
+    if notes:
+        lines += ["", notes.strip()]
     lines += [
         "",
         "## Reproduce",

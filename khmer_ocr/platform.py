@@ -3,8 +3,10 @@
 REST API. No Docker: SQLite, local files, local processes. (Airflow runs as a process; this module never
 imports it.)
 
-State folder (default .khmer-ocr/):
+State folder (default .khmer-ocr/, mode 0700: it holds the Airflow admin password and Airflow's secret keys;
+secret files are 0600, and Airflow runs with umask 077):
   pids/<service>.pid, logs/<service>.log     one per service; `down` stops each process group by PID
+  platform.json                               the services' URLs (the CLI run from here finds MLflow there)
   mlflow/                                     mlflow.db (SQLite) and artifacts/
   torchserve/                                 model-store/, config.properties, logs/, tmp/
   airflow/                                    AIRFLOW_HOME (SQLite, LocalExecutor), admin password
@@ -28,12 +30,28 @@ from khmer_ocr.processes import running_pid, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DAG = "khmer_ocr_demo"
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # Airflow's simple auth manager reads it
 # The pools the DAGs name (a task in a missing pool is never scheduled), as infra/airflow/init.sh makes them.
 POOLS = {
     "gpu": (1, "training runs: one at a time on this machine"),
     "datagen": (2, "data generation shards running at once"),
     "torchserve": (1, "TorchServe deployments, one at a time"),
 }
+
+
+def private_dir(path: Path) -> Path:
+    """Create path (and parents) if needed and make it 0700: only its owner can list or enter it."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a file that only its owner can read (0600 from the moment it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 class PlatformError(RuntimeError):
@@ -81,14 +99,30 @@ class LocalPlatform:
             "metrics": f"http://127.0.0.1:{p.metrics}/metrics",
         }
 
+    @property
+    def secret_files(self) -> list[Path]:
+        """Files of the state folder that hold secrets: the admin password, Airflow's config (its secret
+        keys) and database."""
+        return [self.airflow_home / n for n in (PASSWORDS_FILE, "airflow.cfg", "airflow.db")]
+
+    def secure_state(self) -> None:
+        """The state folder and its airflow/ folder 0700, the secret files in it 0600 (older state folders
+        were made world-readable)."""
+        private_dir(self.state)
+        private_dir(self.airflow_home)
+        for path in self.secret_files:
+            if path.is_file():
+                path.chmod(0o600)
+
     def admin_password(self) -> str:
-        """The Airflow admin password: generated once, kept in the state folder (not in the repo)."""
-        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        """The Airflow admin password: generated once, kept in the state folder (not in the repo), readable
+        by its owner only."""
+        self.secure_state()
+        path = self.airflow_home / PASSWORDS_FILE
         if path.is_file():
             return json.loads(path.read_text())["admin"]
-        path.parent.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(12)
-        path.write_text(json.dumps({"admin": password}))
+        write_secret(path, json.dumps({"admin": password}))
         return password
 
     # ---------------------------------------------------------------------------------- processes
@@ -96,12 +130,13 @@ class LocalPlatform:
         return running_pid(self.state / "pids" / f"{name}.pid")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        self.secure_state()
         (self.state / "pids").mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(parents=True, exist_ok=True)
         with open(self.state / "logs" / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=cwd or self.state, start_new_session=True,
+                cwd=cwd or self.state, start_new_session=True, umask=0o077,
             )  # fmt: skip
         (self.state / "pids" / f"{name}.pid").write_text(str(proc.pid))
 
@@ -140,7 +175,16 @@ class LocalPlatform:
     def _mlflow_healthy(self) -> bool:
         return _get(f"{self.urls['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1").status == 200
 
+    def _record_urls(self) -> None:
+        """The services' URLs in STATE/platform.json: the CLI run from here finds this MLflow there
+        (khmer_ocr.tracking.resolve_tracking_uri) instead of a stray ./mlflow.db."""
+        from khmer_ocr.tracking import PLATFORM_FILE
+
+        (self.state / PLATFORM_FILE).write_text(json.dumps(self.urls, indent=1), encoding="utf-8")
+
     def start_mlflow(self) -> None:
+        self.secure_state()
+        self._record_urls()
         if self._pid("mlflow") and self._mlflow_healthy():
             return
         root = self.state / "mlflow"
@@ -210,6 +254,7 @@ class LocalPlatform:
         }
         self._spawn("airflow", [str(self.bin / "airflow"), "standalone"], env, cwd=self.state)
         self._wait("airflow", self._airflow_healthy, 300)
+        self.secure_state()  # airflow.cfg and airflow.db, written at its first start
 
     def ensure_pools(self) -> None:
         """Create the pools the DAGs use, keeping the slots of any that exist."""
@@ -222,6 +267,7 @@ class LocalPlatform:
 
     def up(self) -> None:
         """Start whatever is not running yet: MLflow, TorchServe, Airflow."""
+        self.secure_state()
         self.start_mlflow()
         self.start_torchserve()
         self.start_airflow()

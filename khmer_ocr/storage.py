@@ -1,7 +1,9 @@
 """One storage API for local paths and ``s3://bucket/key`` URIs.
 
-S3 access goes through boto3. The endpoint comes from ``KHMER_OCR_S3_ENDPOINT_URL``, else
-``AWS_ENDPOINT_URL``, else AWS itself; credentials come from the usual AWS environment variables.
+S3 access goes through boto3, imported only when an ``s3://`` URI is used (local paths need neither boto3
+nor botocore, so the training path runs without them). The endpoint comes from
+``KHMER_OCR_S3_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL``, else AWS itself; credentials come from the usual
+AWS environment variables.
 Local writes are atomic (temporary file in the destination directory, then ``os.replace``); S3 uploads
 carry a SHA-256 checksum. Failures are raised as :class:`StorageError` with the URI in the message.
 """
@@ -16,12 +18,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from botocore.client import BaseClient
-from botocore.config import Config
-from botocore.exceptions import ClientError, FlexibleChecksumError
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
 
 S3_SCHEME = "s3://"
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket"}
@@ -56,6 +57,9 @@ def s3_client() -> BaseClient:
 
 @functools.cache
 def _make_client(endpoint: str | None, region: str) -> BaseClient:
+    import boto3
+    from botocore.config import Config
+
     config = Config(
         retries={"max_attempts": 8, "mode": "standard"},
         signature_version="s3v4",
@@ -74,6 +78,8 @@ def exists(uri: str | Path) -> bool:
     """True if a file (local) or an object (S3) exists at ``uri``."""
     if not is_s3(uri):
         return Path(uri).is_file()
+    from botocore.exceptions import ClientError
+
     bucket, key = _split(uri)
     try:
         s3_client().head_object(Bucket=bucket, Key=key)
@@ -102,6 +108,8 @@ def read_bytes(uri: str | Path, byte_range: tuple[int, int] | None = None) -> by
                     return f.read()
                 f.seek(offset)
                 return f.read(size)
+        from botocore.exceptions import ClientError
+
         bucket, key = _split(uri)
         extra = {} if byte_range is None else {"Range": f"bytes={offset}-{offset + size - 1}"}
         try:
@@ -210,14 +218,21 @@ def _errors(uri: str | Path) -> Iterator[None]:
         yield
     except FileNotFoundError as e:
         raise StorageError(f"{uri}: not found") from e
-    except ClientError as e:
-        raise _storage_error(uri, e) from e
-    except S3UploadFailedError as e:  # boto3 wraps the ClientError of a managed upload
-        if isinstance(e.__context__, ClientError):
-            raise _storage_error(uri, e.__context__) from e
-        raise StorageError(f"{uri}: {e}") from e
-    except FlexibleChecksumError as e:
-        raise ChecksumError(f"checksum mismatch for {uri}: {e}") from e
+    except Exception as e:
+        if not is_s3(uri):  # boto errors come from S3 URIs only (and boto3 may not be installed)
+            raise
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError, FlexibleChecksumError
+
+        if isinstance(e, ClientError):
+            raise _storage_error(uri, e) from e
+        if isinstance(e, S3UploadFailedError):  # boto3 wraps the ClientError of a managed upload
+            if isinstance(e.__context__, ClientError):
+                raise _storage_error(uri, e.__context__) from e
+            raise StorageError(f"{uri}: {e}") from e
+        if isinstance(e, FlexibleChecksumError):
+            raise ChecksumError(f"checksum mismatch for {uri}: {e}") from e
+        raise
 
 
 @contextmanager

@@ -11,8 +11,9 @@ A run records:
             history.json, and the model "model" (a pyfunc logged from code, see khmer_ocr/mlflow_model.py:
             nothing is pickled; the model folder travels as its `model_dir` artifact).
 
-The tracking URI is the argument, else MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db` (MLflow's own
-default, made absolute); an http(s):// tracking server works the same way.
+The tracking URI is the argument, else MLFLOW_TRACKING_URI, else the MLflow server of the local platform
+running from the working directory (`make run`: .khmer-ocr/platform.json), else `sqlite:///<cwd>/mlflow.db`
+(MLflow's own default, made absolute); an http(s):// tracking server works the same way.
 """
 
 from __future__ import annotations
@@ -47,11 +48,57 @@ MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 # MLflow's limits (mlflow.utils.validation): key length, param and tag value length, items per log_batch.
 MAX_KEY, MAX_PARAM, MAX_TAG, MAX_BATCH = 250, 6000, 8000, 100
 GRID_ROWS = 40  # val lines drawn in val_predictions.png
+SHA256_TAG = "model_sha256"  # the logged weights' checksum (run and logged-model tag; khmer_ocr.registry)
+
+
+PLATFORM_FILE = "platform.json"  # in the local platform's state folder: the URLs of its services
+
+
+def local_platform_mlflow() -> str | None:
+    """The MLflow URL of a local platform (`make run`) that is running from here: its state folder
+    ($KHMER_OCR_STATE, else ./.khmer-ocr) records the URL, and the server's PID is alive."""
+    from khmer_ocr.processes import running_pid
+
+    state = Path(os.environ.get("KHMER_OCR_STATE") or Path.cwd() / ".khmer-ocr")
+    try:
+        url = json.loads((state / PLATFORM_FILE).read_text(encoding="utf-8"))["mlflow"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url if running_pid(state / "pids" / "mlflow.pid") is not None else None
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The argument, else MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """The argument, else MLFLOW_TRACKING_URI, else the MLflow of the local platform running from here
+    (`make run`), else a SQLite store in the working directory."""
+    return (
+        tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or local_platform_mlflow()
+        or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    )
+
+
+def require_server(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
+    """Fail fast (RegistryError, one clear line) when tracking_uri is an http(s) tracking server that does
+    not answer: MLflow's client would retry with backoff for minutes, printing nothing. Other URIs (a
+    SQLite file, None) pass."""
+    from khmer_ocr.errors import RegistryError
+    from khmer_ocr.http import request
+
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        status = request("GET", url, timeout=timeout_s).status
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} ({exc}): start it, or give another "
+            "--tracking-uri (none: the run is not tracked)"
+        ) from exc
+    if status >= 500 or status == 404:  # 401/403: it answers, and the client's credentials decide
+        raise RegistryError(
+            f"{tracking_uri} does not answer as an MLflow tracking server (HTTP {status} from {url})"
+        )
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -172,9 +219,10 @@ class MlflowTracker:
                 predictions_grid(val_refs, val_hyps).save(d / "val_predictions.png")
             self.client.log_artifacts(self._run, tmp)
         if result.model_dir is not None and (Path(result.model_dir) / "model.safetensors").is_file():
-            self.model_uri = self._log_model(Path(result.model_dir), val_refs[:1])
-            self._log_batch(tags={"model_uri": self.model_uri})
-        self.client.set_terminated(self._run, "FINISHED")
+            self.model_uri, sha256 = self._log_model(Path(result.model_dir), val_refs[:1])  # ends the run
+            self._log_batch(tags={"model_uri": self.model_uri, SHA256_TAG: sha256})
+        else:  # (ending it again would print MLflow's run and experiment links a second time)
+            self.client.set_terminated(self._run, "FINISHED")
 
     # ------------------------------------------------------------------------------------------- helpers
     @property
@@ -236,12 +284,17 @@ class MlflowTracker:
         for i in range(0, len(tag_items), MAX_BATCH):
             self.client.log_batch(self._run, tags=tag_items[i : i + MAX_BATCH])
 
-    def _log_model(self, model_dir: Path, example_texts: list[str]) -> str:
-        """Log the model folder as a pyfunc from code (khmer_ocr/mlflow_model.py); returns its URI."""
+    def _log_model(self, model_dir: Path, example_texts: list[str]) -> tuple[str, str]:
+        """Log the model folder as a pyfunc from code (khmer_ocr/mlflow_model.py); returns its URI and the
+        weights' SHA-256, which is tagged on the logged model (downloads are checked against it). Ends the
+        run (FINISHED; MLflow prints the run's link once)."""
         import mlflow
         import pandas as pd
         from mlflow.models.signature import ModelSignature
         from mlflow.types import ColSpec, Schema
+
+        from khmer_ocr.model_folder import WEIGHTS
+        from khmer_ocr.registry import file_sha256
 
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", "image")]),
@@ -265,7 +318,10 @@ class MlflowTracker:
                 input_example=example,
                 pip_requirements=[f"khmer-ocr=={__version__}"],  # as given: MLflow infers nothing
             )
-        return info.model_uri
+        sha256 = file_sha256(model_dir / WEIGHTS)
+        if info.model_id:
+            self.client.set_logged_model_tags(info.model_id, {SHA256_TAG: sha256})
+        return info.model_uri, sha256
 
 
 def log_model_folder(
@@ -290,12 +346,11 @@ def log_model_folder(
     card = model_dir / "card.md"
     if card.is_file():
         tracker.client.log_artifact(tracker.run_id, str(card))
-    model_uri = tracker._log_model(model_dir, ["ភាសាខ្មែរ"])
+    model_uri, sha256 = tracker._log_model(model_dir, ["ភាសាខ្មែរ"])
     base = {"phase": "imported", "config": run_name, "khmer_ocr_version": __version__}
     base["source"] = str(model_dir)
-    tracker._log_batch(tags={**base, **(tags or {}), "model_uri": model_uri})
-    tracker.client.set_terminated(tracker.run_id, "FINISHED")
-    return tracker.run_id
+    tracker._log_batch(tags={**base, **(tags or {}), "model_uri": model_uri, SHA256_TAG: sha256})
+    return tracker.run_id  # (ended FINISHED by _log_model)
 
 
 # ----------------------------------------------------------------------------------------------- pictures

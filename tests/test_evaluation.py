@@ -23,6 +23,7 @@ from khmer_ocr.evaluation import (
     load_gates,
     measure_latency,
     score,
+    score_by_level,
 )
 from khmer_ocr.evaluation.metrics import _edit_distance_numpy
 from khmer_ocr.script import clusters
@@ -147,7 +148,7 @@ def test_score_rejects_bad_input() -> None:
         score(["a"], ["a", "b"])
     with pytest.raises(ValueError, match="no characters"):
         score(["", ""], ["", "x"])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"line 0: reference and hypothesis must be str, got .*NoneType"):
         score(["a"], [None])  # type: ignore[list-item]
 
 
@@ -261,7 +262,7 @@ def test_measure_latency_calls_once_per_input_after_warmup() -> None:
     assert set(stats) >= {"ms_p50", "ms_p95", "ms_mean"}
     assert 2.0 <= stats["ms_p50"] <= stats["ms_p95"]
     assert stats["ms_mean"] >= 2.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one input"):
         measure_latency(fn, [])
 
 
@@ -310,7 +311,7 @@ def test_unknown_or_invalid_gates_are_config_errors(tmp_path) -> None:
         GateConfig([Gate("g", "cer", "<=", 0.1), Gate("g", "cer", "<=", 0.2)])
     bad = tmp_path / "bad.yaml"
     bad.write_text("gates:\n  - {name: g, metric: cer, op: '==', threshold: 0.1}\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"gate 'g': op must be one of \['>=', '<='\], got '=='"):
         load_gates(bad)
 
 
@@ -437,3 +438,131 @@ def test_build_report_rejects_bad_splits() -> None:
         build_report("m", "d", None, {"val": ([], []), "test": (["a"], ["a"])}, {}, load_gates())
     custom = build_report("m", "d", None, {"val": (["a"], ["a"])}, {}, load_gates(), primary_split="val")
     assert custom.primary_split == "val"
+
+
+def test_report_scores_each_difficulty_level(tmp_path) -> None:
+    # level 1: "abcd" exact, "xy" -> "xz" (1 edit): 6 chars, CER 1/6, 1 of 2 lines exact
+    # level 2: "ខ្មែរ" exact (5 code points): CER 0, all exact
+    # level 3: "hello" -> "hallo" (1 edit), "abc" -> "" (3 deletions): 8 chars, CER 4/8, none exact
+    refs = ["hello", "abcd", "ខ្មែរ", "xy", "abc"]
+    hyps = ["hallo", "abcd", "ខ្មែរ", "xz", ""]
+    line_levels = [3, 1, 2, 1, 3]
+    per_split = {"test": (refs, hyps), "val": (["ok"], ["ok"])}
+    report = build_report(
+        "m", "d", None, per_split, {"ms_p50": 5.0}, load_gates(), levels={"test": line_levels}
+    )
+    assert list(report.levels) == ["test"]  # only splits given levels are scored per level
+    by_level = report.levels["test"]
+    assert list(by_level) == ["1", "2", "3"]  # JSON-safe keys, in level order
+    got = {
+        k: (m["n_lines"], m["n_chars"], m["char_errors"], m["sequence_accuracy"]) for k, m in by_level.items()
+    }
+    assert got == {"1": (2, 6, 1, 0.5), "2": (1, 5, 0, 1.0), "3": (2, 8, 4, 0.0)}
+    assert by_level["1"]["cer"] == pytest.approx(1 / 6) and by_level["1"]["char_accuracy"] == pytest.approx(
+        5 / 6
+    )
+    assert by_level["2"]["cer"] == 0.0 and by_level["3"]["cer"] == pytest.approx(0.5)
+    # the levels add up to the split; the split's gates are unaffected (pooled: 5 edits / 19 chars)
+    whole = report.splits["test"]
+    assert sum(m["n_chars"] for m in by_level.values()) == whole["n_chars"] == 19
+    assert sum(m["char_errors"] for m in by_level.values()) == whole["char_errors"] == 5
+    gate = next(g for g in report.gates if g["name"] == "milestone_3_char_acc_85")
+    assert gate["value"] == pytest.approx(14 / 19)
+    assert {k: m.to_dict() for k, m in score_by_level(refs, hyps, line_levels).items()} == by_level
+
+    lines = report.summary().splitlines()
+    start = lines.index("per difficulty level (1 short and clean .. 5 long and degraded):")
+    rows = [line.split() for line in lines[start + 2 : start + 5]]
+    assert rows[0] == ["test", "1", "2", "6", "16.67%", "83.33%", "50.00%", "16.67%"]
+    assert rows[1][:5] == ["test", "2", "1", "5", "0.00%"]
+    assert rows[2][:7] == ["test", "3", "2", "8", "50.00%", "50.00%", "0.00%"]
+
+    path = report.write(tmp_path / "report.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["levels"]["test"]["3"]["char_errors"] == 4
+    assert EvaluationReport.read(path) == report
+    # a report written before levels existed still reads, and its summary has no level table
+    old = report.to_dict()
+    del old["levels"]
+    legacy = EvaluationReport.from_dict(old)
+    assert legacy.levels == {} and legacy.splits == report.splits
+    assert "per difficulty level" not in legacy.summary()
+
+
+def test_score_by_level_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="2 lines but 1 difficulty levels"):
+        score_by_level(["a", "b"], ["a", "b"], [1])
+    with pytest.raises(ValueError, match="difficulty level 2"):
+        score_by_level(["a", ""], ["a", ""], [1, 2])  # level 2 has no reference characters
+    assert list(score_by_level(["a", "b", "c"], ["a", "b", "c"], [None, 10, 2])) == ["2", "10", "unknown"]
+    with pytest.raises(ValueError, match="not scored"):
+        build_report("m", "d", None, {"test": (["a"], ["a"])}, {}, load_gates(), levels={"val": [1]})
+
+
+def test_evaluate_scores_the_dataset_per_difficulty_level(tmp_path) -> None:
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.dataset import Dataset, generate_dataset
+    from khmer_ocr.evaluation.evaluate import evaluate
+
+    cfg = DataConfig(name="lv", num_samples=240, shard_size=240, seed=5, difficulty={1: 0.5, 3: 0.5})
+    generate_dataset(cfg, tmp_path / "ds", workers=1, progress=False)
+    report = evaluate(None, str(tmp_path / "ds"), max_lines=8, latency_lines=2)
+    records = Dataset(str(tmp_path / "ds")).records
+    assert list(report.levels) == list(report.splits)
+    for split, per_level in report.levels.items():
+        lines = [r for r in records if r["split"] == split][:8]
+        counts = {str(lv): sum(r["difficulty"] == lv for r in lines) for lv in (1, 3)}
+        assert {k: m["n_lines"] for k, m in per_level.items()} == {k: n for k, n in counts.items() if n}
+        assert sum(m["char_errors"] for m in per_level.values()) == report.splits[split]["char_errors"]
+    assert "per difficulty level" in report.summary()
+
+
+def test_model_card_tables_come_from_the_report(tmp_path) -> None:
+    import shutil
+
+    from khmer_ocr.evaluation.gates import load_gates
+    from khmer_ocr.evaluation.report import build_report
+    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.model_card import write_card
+
+    model = tmp_path / "model"
+    shutil.copytree(REFERENCE_MODEL, model)
+    refs, hyps = ["កខ", "គឃ", "ងច"], ["ក ខ", "គ", "ងច"]
+    report = build_report(
+        "m",
+        "d",
+        "v1",
+        {"test": (refs, hyps)},
+        {"ms_p50": 4.5},
+        load_gates("demo"),
+        levels={"test": [1, 2, 2]},
+    )
+    history = [
+        {
+            "epoch": 1,
+            "loss": 1.0,
+            "val_char_accuracy": 0.5,
+            "val_sequence_accuracy": 0.25,
+            "samples_per_s": 9.0,
+        },
+        {
+            "epoch": 2,
+            "loss": 0.5,
+            "val_char_accuracy": 0.7,
+            "val_sequence_accuracy": 0.5,
+            "samples_per_s": 10.0,
+            "samples": 480,
+            "elapsed_min": 3.2,
+        },
+    ]
+    card = write_card(
+        model, report, {"version": "v1"}, {"name": "x"}, history, ["khmer-ocr ..."], "## Notes\n\nhi"
+    )
+    text = card.read_text(encoding="utf-8")
+    assert "| split | level 1 | level 2 |" in text
+    # level 1: a space inserted into 2 code points; level 2: one of 4 code points lost
+    assert "| test | 50.00% (1) | 25.00% (2) |" in text
+    assert (
+        "| 2 | 0.5000 | 70.00% | 50.00% | 10 | 480 | 3 |" in text
+        and "| 1 | 1.0000 | 50.00% | 25.00% | 9 | - | - |" in text
+    )
+    assert text.index("## Notes") < text.index("## Reproduce")

@@ -70,7 +70,7 @@ def test_composer_lines_are_normalized_in_charset_and_within_bounds() -> None:
         assert lo <= len(text) <= hi, (text, lo, hi)
         assert is_normalized(text) and not charset.unknown(text), text
         assert not invalid_clusters(text), text
-    assert sources == {"words", "syllables", "places", "numbers"}
+    assert sources == {"words", "syllables", "places", "numbers", "cldr"}
 
 
 def test_sources_are_deterministic() -> None:
@@ -85,7 +85,11 @@ def test_sources_are_deterministic() -> None:
 def test_corpus_source_reads_user_files(tmp_path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("សួស្តី\u200bពិភពលោក\nΩΩΩ not khmer ΩΩΩ\n\nការអប់រំ\n", encoding="utf-8")
-    composer = LineComposer(TextConfig(sources={"corpus": 1.0}, corpus_files=[str(corpus)], latin_prob=0))
+    composer = LineComposer(
+        TextConfig(
+            sources={"corpus": 1.0}, corpus_files=[str(corpus)], latin_prob=0, inner_punctuation_prob=0
+        )
+    )
     texts = {composer.compose(np.random.default_rng(i), (2, 80))[0] for i in range(40)}
     corpus_chars = set("សួស្តីពិភពលោកការអប់រំ ")
     assert all(set(t.rstrip("។៕៖!?ៗ,")) <= corpus_chars and not invalid_clusters(t) for t in texts), texts
@@ -115,3 +119,70 @@ def test_refuses_to_run_without_raqm(monkeypatch) -> None:
     monkeypatch.setattr(features, "check", lambda name: False if name == "raqm" else real_check(name))
     with pytest.raises(FontError, match="no RAQM layout engine"):
         select_fonts(FontConfig())
+
+
+def test_shaping_check_flags_blank_glyphs(tmp_path, fonts) -> None:
+    """A font that maps a Latin letter to an empty outline would draw nothing where the label has text."""
+    from fontTools.ttLib import TTFont
+
+    train, _ = fonts
+    source = next(f.path for f in train if f.name == "KhmerOS")
+    assert ShapingChecker(source).ok("ក ABC 12")
+    font = TTFont(source)
+    glyph = font.getBestCmap()[ord("B")]
+    font["glyf"][glyph].numberOfContours = 0  # an empty outline, still mapped
+    font["glyf"][glyph].coordinates, font["glyf"][glyph].endPtsOfContours = [], []
+    font.save(str(tmp_path / "blank.ttf"))
+    problems = ShapingChecker(str(tmp_path / "blank.ttf")).problems("ក ABC 12")
+    assert problems == ["empty glyph for U+0042"]
+
+
+def test_font_packs_add_training_fonts_and_keep_held_out_designs_out() -> None:
+    from khmer_ocr.data.fontpacks import FONT_PACKS, font_pack_dir, licence_of
+
+    packages = {p.package for p in FONT_PACKS}
+    assert "siemreap" not in packages and "noto-serif-khmer" not in packages  # held out / reserved
+    train = [f for f in discover_fonts(FontConfig()) if f.role == "train"]
+    from_packs = [f for f in train if licence_of(f.path)]
+    assert {f.family for f in from_packs} >= {"Hanuman", "Kantumruy Pro", "Battambang", "Nokora"}
+    assert all(f.path.startswith(str(font_pack_dir())) for f in from_packs)
+    assert licence_of(from_packs[0].path).endswith("OFL-1.1")
+    assert len(train) >= 13 + len(FONT_PACKS)
+
+
+def test_a_font_pack_with_a_wrong_checksum_is_refused(tmp_path) -> None:
+    from khmer_ocr.data.fontpacks import FontPack, FontPackError, install_font_packs
+
+    bad = FontPack("hanuman", "5.3.0", "sha512-not-the-real-one")
+    with pytest.raises(FontPackError, match="does not match the pinned"):
+        install_font_packs(tmp_path, packs=(bad,))
+    assert not list(tmp_path.glob("*.ttf"))
+
+
+def test_cldr_latin_and_punctuation_stay_in_the_charset() -> None:
+    from khmer_ocr.data.sources import cldr_name, latin_word, punctuate
+
+    charset = default_charset()
+    rng = np.random.default_rng(0)
+    names = [cldr_name(rng) for _ in range(300)]
+    assert all(is_normalized(n) and not charset.unknown(n) and not invalid_clusters(n) for n in names)
+    assert len(set(names)) > 200
+    latin = [latin_word(rng) for _ in range(300)]
+    assert all(w.isascii() and w and not charset.unknown(w) for w in latin)
+    assert any("." in w for w in latin) and any(" " in w for w in latin)  # files/versions, CLDR names
+    marked = [punctuate("ក", rng) for _ in range(200)]
+    assert all(not charset.unknown(m) for m in marked)
+    assert {"«ក»", "(ក)", "ក,"} <= set(marked)
+
+
+def test_lines_carry_punctuation_and_latin_at_realistic_rates() -> None:
+    composer = LineComposer(TextConfig())
+    lines = [composer.compose(np.random.default_rng([9, i]), (20, 60))[0] for i in range(400)]
+    share = {
+        "brackets or quotes": np.mean([any(c in t for c in "«»“”()[]") for t in lines]),
+        "latin": np.mean([any("A" <= c <= "z" for c in t) for t in lines]),
+        "space": np.mean([" " in t for t in lines]),
+    }
+    assert 0.1 < share["brackets or quotes"] < 0.6, share
+    assert 0.1 < share["latin"] < 0.6, share
+    assert share["space"] > 0.5, share

@@ -46,6 +46,7 @@ PARAMS = {
     ("fast", "tiny"): 89_195,
     ("fast", "small"): 337_563,
     ("fast", "base"): 593_611,
+    ("fast", "base_stride3"): 590_747,
 }
 
 
@@ -240,7 +241,7 @@ def test_traced_export_matches_eager_at_other_widths(arch: str, size: str) -> No
         got, expected = traced(images, widths), model(images, widths)
         assert torch.equal(got["ctc_lengths"], expected["ctc_lengths"])
         torch.testing.assert_close(got["ctc_logits"], expected["ctc_logits"], atol=1e-4, rtol=1e-4)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"only CTC recognizers \('ctc', 'fast'\) export"):
         trace_ctc_model(tiny("hybrid"))
 
 
@@ -285,3 +286,45 @@ def test_tiny_model_overfits_one_batch(arch: str, lr: float) -> None:
     if isinstance(model, CTCRecognizer):
         out = trace_ctc_model(model)(images, widths)
         assert ctc_best_path(out["ctc_logits"], out["ctc_lengths"])[0] == seqs
+
+
+def test_bilstm_equals_packed_sequences_in_values_and_gradients() -> None:
+    """The unpacked two-direction encoder computes exactly what packing the batch computes."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from khmer_ocr.models.backbones import BiLSTMEncoder
+
+    for layers in (1, 2):
+        encoder = BiLSTMEncoder(24, 16, layers).eval()
+        x = torch.randn(5, 40, 24, requires_grad=True)
+        lengths = torch.tensor([40, 33, 12, 1, 27])
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        reference = pad_packed_sequence(encoder.rnn(packed)[0], batch_first=True, total_length=40)[0]
+        out = encoder(x, lengths)
+        torch.testing.assert_close(out, reference, atol=1e-6, rtol=1e-5)
+        (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
+        (grad,) = torch.autograd.grad(encoder(x, lengths).square().sum(), x)
+        torch.testing.assert_close(grad, grad_ref, atol=1e-6, rtol=1e-5)
+        assert out[2, 12:].abs().sum() == 0  # padding frames stay 0
+
+
+@pytest.mark.parametrize("height", [32, 48])
+def test_stride3_fast_model_gives_a_frame_per_three_columns(height: int) -> None:
+    model = build_model(ModelConfig(arch="fast", size="base_stride3", input_height=height)).eval()
+    assert model.backbone.width_stride == 3
+    widths = [301, 100, 17]
+    images, w = padded_batch(widths, height=height)
+    out = model(images, w)
+    assert out["ctc_lengths"].tolist() == [math.ceil(x / 3) for x in widths]
+    assert out["ctc_logits"].shape[1] == math.ceil(max(widths) / 3)
+    alone = model(images[1:2, :, :, :100], w[1:2])["ctc_logits"][0]
+    torch.testing.assert_close(alone, out["ctc_logits"][1, :34], atol=1e-5, rtol=1e-5)
+
+
+def test_fast_backbone_refuses_strides_it_cannot_serve() -> None:
+    from khmer_ocr.models.backbones import FastBackbone
+
+    with pytest.raises(ValueError, match="width by 2, 3 or 4"):
+        FastBackbone(8, ((16, (2, 2)), (16, (2, 2)), (16, (2, 2))), 32, 48)  # width stride 16
+    with pytest.raises(ValueError, match="height by 16"):
+        FastBackbone(8, ((16, (2, 1)),), 32, 48)

@@ -5,8 +5,11 @@ register -> approve -> promote -> deploy -> rollback path against a real MLflow 
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -29,7 +32,13 @@ from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive
 from khmer_ocr.torchserve.client import TorchServeClient
 from khmer_ocr.torchserve.deploy import SMOKE_IMAGE, deploy
-from khmer_ocr.torchserve.requests import MAX_PIXELS, BadRequest, parse_request
+from khmer_ocr.torchserve.requests import (
+    MAX_PIXELS,
+    MAX_REQUEST_PIXELS,
+    BadRequest,
+    parse_request,
+    read_request,
+)
 from khmer_ocr.torchserve.server import Ports, TorchServeProcess
 from khmer_ocr.tracking import log_model_folder
 
@@ -49,6 +58,15 @@ def _png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def _flat_png(width: int, height: int, value: int = 255) -> bytes:
+    """A real, fully decodable one-colour grayscale PNG (a few kB even at 16 Mpixel)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (width, height), value).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def _ports() -> Ports:
@@ -100,11 +118,29 @@ def test_parse_request_rules() -> None:
         ({"body": {"images": []}}, "application/json", 400, "non-empty list"),
         ({"body": {"text": "hi"}}, "application/json", 400, '{"image"'),
         ({"note": "hello"}, "multipart/form-data", 400, "is text"),
+        ({"body": b'{"image": "\xff"}'}, "application/json", 400, "not valid JSON: not UTF-8"),
+        ({"body": b'{"image": '}, "application/json", 400, "not valid JSON"),
+        (
+            {
+                "body": json.dumps(
+                    {"images": [base64.b64encode(_flat_png(16_000, 1_000)).decode()] * 3}
+                ).encode()
+            },
+            "application/json",
+            413,
+            f"the limit is {MAX_REQUEST_PIXELS} decoded pixels per request",
+        ),
     ]
     for parts, ctype, status, message in cases:
         with pytest.raises(BadRequest, match=message) as info:
             parse_request(parts, {k: ctype for k in parts}, ctype)
         assert info.value.status == status, message
+    # The pixel budget is known from the headers alone: nothing is decoded to refuse a request.
+    two = json.dumps({"images": [base64.b64encode(_flat_png(16_000, 1_000)).decode()] * 2}).encode()
+    pending = read_request({"body": two}, {"body": "application/json"}, "application/json")
+    assert pending.pixels == 32_000_000 and all(im._im is None for im in pending.images)  # not decoded
+    with pytest.raises(BadRequest, match="the limit is 31999999 decoded pixels per request"):
+        read_request({"body": two}, {"body": "application/json"}, "application/json", max_pixels=31_999_999)
 
 
 def _multipart(files: list[bytes]) -> tuple[bytes, str]:
@@ -177,6 +213,105 @@ def test_bad_requests_never_hurt_the_worker(server, lines) -> None:
             assert r.body["text"] == want
     worker = client.versions(NAME)[0]["workers"][0]
     assert worker["pid"] == pid and worker["status"] == "READY"  # the same worker, still serving
+
+
+def _worker_pids(client: TorchServeClient, name: str = NAME) -> list[int]:
+    return sorted(w["pid"] for v in client.versions(name) for w in v.get("workers", []))
+
+
+def test_pixel_amplification_is_refused_and_the_worker_lives(server, lines) -> None:
+    """The issue's pattern: 12 concurrent JSON requests, each of 64 small, highly compressible 16000x1000
+    PNGs (1.5 MB of JSON, a gigapixel to decode): refused from the headers, the same worker keeps serving."""
+    client = server.client
+    good = lines[0][0].read_bytes()
+    want = client.predict(NAME, good, "image/png").body["text"]
+    pids = _worker_pids(client)
+    body = json.dumps({"images": [base64.b64encode(_flat_png(16_000, 1_000)).decode()] * 64}).encode()
+    assert 1_400_000 < len(body) < 1_700_000
+    start = time.monotonic()
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: client.predict(NAME, body, "application/json"), range(12)))
+    assert [r.status for r in answers] == [413] * 12, [(r.status, r.body) for r in answers]
+    assert all(
+        f"the limit is {MAX_REQUEST_PIXELS} decoded pixels per request" in r.body["error"] for r in answers
+    )
+    assert time.monotonic() - start < 20  # refused from the headers, nothing decoded
+    assert _worker_pids(client) == pids  # no worker was killed or restarted
+    ok = client.predict(NAME, good, "image/png")
+    assert ok.status == 200 and ok.body["text"] == want
+
+
+def test_batch_pixel_budget(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests that each fit their own budget but not together in one server-side batch: those that do not
+    fit get 429 (retry), the others are read, the worker stays."""
+    from khmer_ocr.torchserve.archive import serving_dir
+
+    serving = Path(shutil.copytree(serving_dir(), tmp_path / "serving"))
+    config = (serving / "model-config.yaml").read_text(encoding="utf-8")
+    config = config.replace("max_request_pixels: 32000000", "max_request_pixels: 40000")
+    config = config.replace("max_batch_pixels: 64000000", "max_batch_pixels: 100000")
+    (serving / "model-config.yaml").write_text(config, encoding="utf-8")
+    monkeypatch.setenv("KHMER_OCR_SERVING_DIR", str(serving))
+    archive = build_archive(None, server.model_store, model_name="tight")
+    client = server.client
+    client.register(archive.name, "tight", batch_size=8, max_batch_delay_ms=1500)
+    try:
+        pids = _worker_pids(client, "tight")
+        line = _flat_png(800, 48)  # 38,400 pixels: two fit in a batch of 100,000, a third does not
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.predict("tight", line, "image/png"), range(8)))
+        statuses = sorted(r.status for r in answers)
+        assert set(statuses) <= {200, 429} and 2 <= statuses.count(200) < 8, statuses
+        busy = next(r for r in answers if r.status == 429)
+        assert "the budget is 100000 decoded pixels per batch: retry" in busy.body["error"]
+        body, ctype = _multipart([line, line])  # 76,800 pixels in one request: over its own budget
+        r = client.predict("tight", body, ctype)
+        assert r.status == 413 and "the limit is 40000 decoded pixels per request" in r.body["error"]
+        assert _worker_pids(client, "tight") == pids
+    finally:
+        client.unregister("tight")
+
+
+def test_malformed_bodies_log_one_line_each(server) -> None:
+    """Malformed JSON and non-UTF-8 bodies: a 4xx answer and one log line each, no traceback."""
+    client = server.client
+    log = server.state / "logs" / "model_log.log"
+    before = log.stat().st_size if log.exists() else 0
+    cases = [
+        (b'{"image": "\xff\xfe"}', "application/json", 400),
+        (b"{broken json", "application/json", 400),
+        ("ថ្ងៃ".encode("utf-16"), "text/plain", 415),
+    ]
+    for data, ctype, status in cases:
+        assert client.predict(NAME, data, ctype).status == status
+    deadline, new = time.monotonic() + 15, ""
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(before)
+            new = f.read().decode("utf-8", errors="replace")
+        if new.count("refused (4") >= len(cases):
+            break
+        time.sleep(0.3)
+    assert "Traceback" not in new, new
+    assert new.count("refused (4") == len(cases), new
+
+
+def test_answers_are_utf8_json_and_blank_images_read_empty(server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.ports.inference, timeout=60)
+    try:
+        conn.request("POST", f"/predictions/{NAME}", SMOKE_IMAGE.read_bytes(), {"Content-Type": "image/png"})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").replace(" ", "").lower() == "application/json;charset=utf-8"
+    text = json.loads(raw.decode("utf-8"))["text"]
+    assert text and text.encode("utf-8") in raw and b"\\u" not in raw  # readable Khmer, not \u17xx escapes
+    client = server.client
+    for image in (_flat_png(16_000, 40), _flat_png(400, 48, 0), _flat_png(300, 48, 128)):
+        r = client.predict(NAME, image, "image/png")
+        assert r.status == 200 and r.body["text"] == "" and r.body["confidence"] < 0.1, r.body
 
 
 def _variant(tmp: Path, name: str) -> Path:
@@ -272,3 +407,101 @@ def test_serve_cli_runs_in_the_foreground_and_stops_cleanly(tmp_path: Path) -> N
     else:
         pytest.fail("TorchServe's process group outlived `khmer-ocr serve`")
     assert not client.healthy()
+
+
+def test_request_limits_each_refused_with_its_reason() -> None:
+    """Every documented limit, from the request parser: bytes per image, sides, images per request (JSON
+    and multipart), data URLs accepted, and parts that are not image bytes refused."""
+    from khmer_ocr.torchserve.requests import MAX_BYTES, MAX_IMAGES, MAX_SIDE
+
+    png = SMOKE_IMAGE.read_bytes()
+    b64 = base64.b64encode(png).decode()
+
+    def refused(parts: dict, ctype: str, status: int, message: str) -> None:
+        with pytest.raises(BadRequest, match=message) as info:
+            read_request(parts, {k: ctype for k in parts}, ctype)
+        assert info.value.status == status, message
+
+    refused({"body": png + b"\0" * MAX_BYTES}, "image/png", 413, f"bytes; the limit is {MAX_BYTES}")
+    refused(
+        {"body": _png_header_only(MAX_SIDE + 1, 8)}, "image/png", 400, f"each side must be 4 to {MAX_SIDE}"
+    )
+    assert read_request({"body": _png_header_only(MAX_SIDE, 8)}, {}, "image/png").pixels == MAX_SIDE * 8
+    too_many = json.dumps({"images": [b64] * (MAX_IMAGES + 1)}).encode()
+    refused({"body": too_many}, "application/json", 413, f"{MAX_IMAGES + 1} images in one request; the limit")
+    parts = {f"image{i}": png for i in range(MAX_IMAGES + 1)}
+    refused(
+        parts,
+        "multipart/form-data",
+        413,
+        f"{MAX_IMAGES + 1} images in one request; the limit is {MAX_IMAGES}",
+    )
+    assert len(read_request(dict(list(parts.items())[:MAX_IMAGES]), {}, "multipart/form-data").images) == 64
+    # a data URL is an image too
+    url = json.dumps({"image": f"data:image/png;base64,{b64}"}).encode()
+    parsed = parse_request({"body": url}, {"body": "application/json"}, "application/json")
+    assert (
+        parsed.single
+        and parsed.images[0].shape == parse_request({"body": png}, {}, "image/png").images[0].shape
+    )
+    refused({"image0": 42}, "multipart/form-data", 400, "part 'image0' is not image bytes")
+    refused({"image0": "a string"}, "multipart/form-data", 400, "part 'image0' is text .*, not an image file")
+    refused({"body": {"image": 7}}, "application/json", 400, '"image" must be a non-empty base64 string')
+
+
+def _handler_context(model_dir: Path, requests: int):
+    """TorchServe's own Context (metrics from its default metrics.yaml), as a worker gives the handler."""
+    import ts
+    from ts.context import Context, RequestProcessor
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+    manifest = {"model": {"modelName": NAME, "modelVersion": "7"}}
+    ctx = Context(NAME, str(model_dir), manifest, requests, None, "0.12.0", metrics=metrics)
+    ctx.request_processor = [RequestProcessor({"Content-Type": "image/png"}) for _ in range(requests)]
+    return ctx
+
+
+def test_handler_answers_500_when_recognition_fails_and_keeps_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler in process with TorchServe's Context: a recognizer that breaks (a bug, not the client's
+    fault) answers 500 JSON for the requests it was reading, a bad request of the same batch keeps its own
+    4xx, and the same handler reads again once recognition works."""
+    from khmer_ocr.torchserve.archive import serving_dir
+
+    monkeypatch.syspath_prepend(str(serving_dir()))
+    from handler import KhmerOcrHandler
+
+    ctx = _handler_context(REFERENCE_MODEL, 2)
+    handler = KhmerOcrHandler()
+    handler.initialize(ctx)
+    png = SMOKE_IMAGE.read_bytes()
+    good, bad = (json.loads(r) for r in handler.handle([{"body": png}, {"body": b""}], ctx))
+    assert good["text"] and good["model_version"] == "7" and bad["status"] == 400
+    model = handler.recognizer.model
+    handler.recognizer.model = None  # a broken model: calling it raises inside Recognizer.predict
+    broken, bad = (json.loads(r) for r in handler.handle([{"body": png}, {"body": b""}], ctx))
+    assert broken["status"] == 500 and broken["error"].startswith("recognition failed: "), broken
+    assert ctx.get_response_status(0)[0] == 500 and ctx.get_response_status(1)[0] == 400
+    assert bad["status"] == 400 and "empty request" in bad["error"]
+    handler.recognizer.model = model
+    again = json.loads(handler.handle([{"body": png}], _handler_context(REFERENCE_MODEL, 1))[0])
+    assert again["text"] == good["text"]
+
+
+def test_a_curl_body_without_content_type_is_what_the_readme_says(server) -> None:
+    """`curl --data-binary @line.png` without -H sends application/x-www-form-urlencoded: TorchServe's Java
+    front end parses the PNG as a form and answers 500 (ErrorDataDecoderException) before the handler runs,
+    which the README says (and why it always gives the type); the same bytes as octet-stream are read."""
+    png = SMOKE_IMAGE.read_bytes()
+    form = server.client.predict(NAME, png, "application/x-www-form-urlencoded")
+    assert form.status == 500 and "ErrorDataDecoderException" in json.dumps(form.body), form.body
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "`curl --data-binary` without `-H` sends `application/x-www-form-urlencoded`" in readme
+    assert "answers HTTP 500 (`ErrorDataDecoderException`)" in " ".join(readme.split())
+    ok = server.client.predict(NAME, png, "application/octet-stream")
+    assert ok.status == 200 and ok.body["text"]
+    nginx = (Path(__file__).resolve().parents[1] / "infra/nginx/templates/default.conf.template").read_text()
+    assert '"~*^application/x-www-form-urlencoded" "application/octet-stream";' in nginx
+    assert "proxy_set_header Content-Type $khmer_ocr_content_type;" in nginx

@@ -58,7 +58,7 @@ def test_ranged_reads(root: str) -> None:
     assert storage.read_bytes(uri, (10, 0)) == b""
     assert storage.read_bytes(uri, (1020, 10)) == data[1020:]  # runs past the end: what there is
     assert storage.read_bytes(uri, (5000, 10)) == b""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"byte_range must be non-negative, got \(-1, 4\)"):
         storage.read_bytes(uri, (-1, 4))
 
 
@@ -97,7 +97,7 @@ def test_checksum_mismatch_is_retried_then_raises(
     assert list(out.parent.iterdir()) == []  # the bad download was deleted
 
     out.write_bytes(b"previous")  # an existing file is left as it was
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError, match=rf"checksum mismatch for {re.escape(uri)}"):
         storage.get_file(uri, out, sha256=wrong)
     assert out.read_bytes() == b"previous"
 

@@ -115,7 +115,9 @@ def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> N
     resumed = train(cfg, tmp_path / "resumed", progress=False)
 
     def without_timing(history: list[dict]) -> list[dict]:
-        return [{k: v for k, v in row.items() if k != "samples_per_s"} for row in history]
+        return [
+            {k: v for k, v in row.items() if k not in ("samples_per_s", "elapsed_min")} for row in history
+        ]
 
     assert without_timing(resumed.history) == without_timing(whole.history)
     a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]
@@ -147,8 +149,13 @@ def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: P
     image = ShardReader(ds).image(rec)
     recognizer = Recognizer.load(result.model_dir)
     light_on_dark = 255 - image
-    preds = recognizer.predict([image, light_on_dark, np.pad(image, 30, constant_values=255)])
-    assert all(isinstance(p.text, str) and 0.0 <= p.confidence <= 1.0 for p in preds)
+    plain, inverted = recognizer.predict([image, light_on_dark])
+    assert 0.0 <= plain.confidence <= 1.0
+    assert inverted.text == plain.text and inverted.confidence == pytest.approx(plain.confidence)  # polarity
+    # paper added to the right (as in a padded batch) changes nothing a model that reads sees
+    reference = Recognizer.load()
+    ref_plain, ref_padded = reference.predict([image, np.pad(image, ((0, 0), (0, 200)), constant_values=255)])
+    assert ref_plain.text and ref_padded.text == ref_plain.text
     # the CLI writes one JSON line per image; an unreadable one gets an error and the rest still run
     good = tmp_path / "line.png"
     import cv2
@@ -242,3 +249,70 @@ def test_export_agrees_with_eager_and_refuses_the_hybrid(dataset: str, tmp_path:
     hybrid = train(cfg, tmp_path / "hybrid", progress=False)
     with pytest.raises(ExportError, match="do not export"):
         export_torchscript(hybrid.model_dir, tmp_path / "hybrid.pt")
+
+
+def test_resume_refuses_a_changed_config_but_may_run_longer(dataset: str, tmp_path: Path) -> None:
+    base = [f"data.dataset={dataset}", *TINY, "optim.epochs=1", "max_steps_per_epoch=2"]
+    cfg = load_train_config("phase3_1/conservative_small", None, base)
+    train(cfg, tmp_path / "run", progress=False, stop_after_steps=1)
+    changed = load_train_config("phase3_1/conservative_small", None, [*base, "optim.lr=0.5", "seed=99"])
+    with pytest.raises(ValueError, match=r"optim.lr: 0.001 -> 0.5, seed: 0 -> 99"):
+        train(changed, tmp_path / "run", progress=False)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "lr: 0.001" in saved and "seed: 0" in saved  # the record still tells what the run used
+    longer = load_train_config("phase3_1/conservative_small", None, [*base, "optim.epochs=2"])
+    result = train(longer, tmp_path / "run", progress=False)
+    assert result.epochs_run == 2
+
+
+def test_sigkill_then_resume_from_an_older_periodic_checkpoint(dataset: str, tmp_path: Path) -> None:
+    """A training process killed with SIGKILL (no chance to save anything) somewhere after a periodic
+    checkpoint: the same command resumes from that older checkpoint, redoes the lost steps, and ends with
+    exactly the model and history of a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = [f"data.dataset={dataset}", *TINY, "optim.epochs=2", "max_steps_per_epoch=8",
+                 "checkpoint_every_steps=3"]  # fmt: skip
+    cfg = load_train_config("phase3_1/conservative_small", None, overrides)
+    whole = train(cfg, tmp_path / "whole", progress=False)
+
+    out = tmp_path / "killed"
+    code = (
+        "import sys, torch; from khmer_ocr.training.config import load_train_config; "
+        "from khmer_ocr.training.trainer import train; torch.set_num_threads(int(sys.argv[1])); "
+        "cfg = load_train_config('phase3_1/conservative_small', None, sys.argv[3:]); "
+        "train(cfg, sys.argv[2], progress=False)"
+    )
+    cmd = [sys.executable, "-c", code, str(torch.get_num_threads()), str(out), *overrides]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    try:
+        while not last.exists():  # the first periodic checkpoint (step 3 of epoch 1)
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.02)
+        time.sleep(0.05)  # a step or so past it
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(last, weights_only=True)["state"]
+    assert saved["epoch"] < 2 and saved["step_in_epoch"] in (0, 3, 6), saved  # a periodic or epoch-end one
+    assert not (out / "history.json").exists() or saved["epoch"] == 1
+
+    resumed = train(cfg, out, progress=False)
+
+    def without_timing(history: list[dict]) -> list[dict]:
+        return [
+            {k: v for k, v in row.items() if k not in ("samples_per_s", "elapsed_min")} for row in history
+        ]
+
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(last, weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

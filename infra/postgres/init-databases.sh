@@ -18,3 +18,9 @@ SQL
 
 create_database airflow "$AIRFLOW_DB_PASSWORD"
 create_database mlflow "$MLFLOW_DB_PASSWORD"
+# MLflow's basic-auth accounts and permissions (infra/mlflow/basic_auth.ini), owned by the same role.
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
+CREATE DATABASE mlflow_auth OWNER mlflow ENCODING 'UTF8';
+REVOKE ALL ON DATABASE mlflow_auth FROM PUBLIC;
+SQL
+echo "init-databases: database mlflow_auth with owner mlflow"

@@ -19,6 +19,7 @@ Typical use:
   khmer-ocr evaluate --model runs/b/model --data data/demo test splits against the milestone gates
   khmer-ocr predict line.png                               read images with the reference model
   khmer-ocr export --out model.pt                          TorchScript, checked against eager PyTorch
+  khmer-ocr bundle --out b --python-version 3.12           offline training folder: bash b/run.sh --minutes M
   khmer-ocr register --run RUN_ID --data data/demo         model version; alias candidate if gates pass
   khmer-ocr approve 3 --by alice && khmer-ocr promote 3 --by alice   alias champion (previous kept)
   khmer-ocr rollback --by alice                            champion back to the previous version
@@ -31,8 +32,24 @@ Typical use:
 """
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already says it (--help hides nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text.lower()
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    from khmer_ocr.cli import data, model, platform, registry, serving
+    from khmer_ocr.cli import bundle, data, model, platform, registry, serving
 
     parser = argparse.ArgumentParser(
         prog="khmer-ocr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -40,8 +57,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser.add_argument("--version", action="version", version=f"khmer-ocr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers = {}
-    for group in (data, model, registry, serving, platform):
+    for group in (data, model, bundle, registry, serving, platform):
         handlers.update(group.add_commands(sub))
+    for command in sub.choices.values():
+        command.formatter_class = HelpWithDefaults
     return parser, handlers
 
 
@@ -53,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError, ServingError
     from khmer_ocr.platform import PlatformError
     from khmer_ocr.storage import StorageError
+    from khmer_ocr.training.bundle import BundleError
 
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
@@ -72,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         StorageError,
         ModelLoadError,
         ExportError,
+        BundleError,
     ) as exc:
         print(f"khmer-ocr: error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from khmer_ocr.cli.options import add_overrides
@@ -15,17 +16,25 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="render a synthetic Khmer text-line dataset (resumable, parallel)",
         description="Render a versioned dataset of Khmer text-line images: image shards, manifest.jsonl, "
         "card.json/card.md, charset.json and a samples.png grid. Re-running with the same config resumes "
-        "or does nothing; a larger --num-samples extends the dataset.",
+        "or does nothing; a larger --num-samples extends the dataset (a smaller one is refused: it would "
+        "shrink it). --out must be new, empty, or a dataset of this config.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="a data config YAML (see khmer_ocr/configs/data/)")
-    src.add_argument("--profile", choices=["demo", "reference", "full"], help="a packaged data profile")
+    src.add_argument(
+        "--profile", choices=["demo", "reference", "full", "pages"], help="a packaged data profile"
+    )
     p.add_argument("--out", required=True, help="dataset folder or s3://bucket/prefix")
     p.add_argument("--num-samples", type=int, help="number of lines (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
     add_overrides(p, "text.latin_prob=0.1")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --out first")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing dataset at --out first (only a khmer-ocr dataset folder holding nothing "
+        "else; never the working directory, one of its parents or a repository)",
+    )
     p.add_argument("--no-validate", action="store_true", help="skip the Great Expectations validation")
 
 
@@ -47,11 +56,14 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     _add_validate(sub)
     p = sub.add_parser(
         "fonts",
-        help="list the installed Khmer fonts and their roles",
+        help="list the installed Khmer fonts and their roles; --install adds the OFL font packs",
         description="List installed Khmer fonts: train, unseen (held-out test font) or "
-        "reserved (evaluation only, never used to generate data).",
+        "reserved (evaluation only, never used to generate data). --install first downloads Google's "
+        "Khmer font families (SIL OFL 1.1) from the npm registry's Fontsource packages, pinned by version "
+        "and checksum, and converts them to TTF in the user font folder (KHMER_OCR_FONT_DIR to choose).",
     )
     p.add_argument("--config", type=Path, help="a data config YAML whose font settings to apply")
+    p.add_argument("--install", action="store_true", help="install the pinned font packs first")
     p = sub.add_parser(
         "demo",
         help="generate and validate the demo dataset (what `make run` does)",
@@ -81,7 +93,8 @@ def _generate(args: argparse.Namespace) -> int:
     cfg = load_config(DataConfig, path, overrides)
     result = generate_dataset(cfg, args.out, workers=args.workers, overwrite=args.overwrite)
     print(
-        f"dataset {result.version}: {result.num_samples} lines at {result.uri} "
+        f"dataset {result.version}: {result.num_samples} {'pages' if cfg.kind == 'pages' else 'lines'} "
+        f"at {result.uri} "
         f"({result.generated} rendered in {result.seconds:.1f} s)"
     )
     print(f"sample grid: {_path(result.uri, 'samples.png')}")
@@ -114,6 +127,15 @@ def _fonts(args: argparse.Namespace) -> int:
     from khmer_ocr.data.config import DataConfig
     from khmer_ocr.data.fonts import discover_fonts
 
+    if args.install:
+        from khmer_ocr.data.fontpacks import FontPackError, font_pack_dir, install_font_packs
+
+        try:
+            installed = install_font_packs()
+        except FontPackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{len(installed)} font files from the pinned packs in {font_pack_dir()}")
     cfg = load_config(DataConfig, args.config)
     fonts = discover_fonts(cfg.fonts)
     width = max((len(f.name) for f in fonts), default=4)

@@ -15,13 +15,23 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p = sub.add_parser(
         "train",
         help="train one configuration (a phase config name or a YAML file)",
-        description="Train a recognizer on a generated dataset. CONFIG is a packaged name "
+        description="Train a recognizer on a generated dataset, or with --stream on lines rendered on the "
+        "fly (nothing written to disk; --data then only gives the validation/test lines, and without it a "
+        "small validated set is generated into OUT/eval-data). CONFIG is a packaged name "
         "(phase3_1/conservative_small ... phase3_1/ctc_alignment_free, phase3_2, production_fast) or a YAML "
-        "file. Re-running with the same --out resumes exactly from the last checkpoint.",
+        "file. --time-budget lays the learning-rate schedule over a wall-clock budget and stops, validates "
+        "and writes the model when it is spent. Re-running with the same --out resumes exactly from the "
+        "last checkpoint (the same streamed lines too).",
     )
     p.add_argument("config", help="config name or YAML path")
-    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
+    p.add_argument("--data", help="dataset folder or s3:// prefix (required without --stream)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, history.json")
+    p.add_argument("--stream", action="store_true", help="train on lines generated on the fly")
+    p.add_argument(
+        "--data-profile", help="data profile the streamed lines are generated with (default: reference)"
+    )
+    p.add_argument("--workers", type=int, help="generator processes for --stream (default 1)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="train for this many minutes")
     p.add_argument("--profile", choices=["demo", "full"], help="scale the config: demo = minutes on a CPU")
     p.add_argument("--init-from", help="transfer from a checkpoint, model folder or models:/name@alias")
     add_overrides(p, "optim.lr=0.0005")
@@ -30,33 +40,46 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         "tune",
         help="phase 3.1: train the seven configurations and pick the best",
         description="Train every phase-3.1 configuration on the dataset and compare them; the best by "
-        "validation character accuracy is written to OUT/best.json, the table to OUT/comparison.md.",
+        "validation character accuracy is written to OUT/best.json (OUT/best links to its run folder, so "
+        "OUT/best/model is its model), the table to OUT/comparison.md.",
     )
     p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
     p.add_argument("--out", required=True, help="folder for the runs")
-    p.add_argument("--profile", choices=["demo", "full"], default="demo")
-    p.add_argument("--only", nargs="+", help="a subset of the configurations")
+    p.add_argument(
+        "--profile",
+        choices=["demo", "full"],
+        default="demo",
+        help="demo: minutes on a CPU; full: the GPU schedule",
+    )
+    p.add_argument("--only", nargs="+", help="a subset of the configurations (default: all seven)")
+    add_overrides(p, "optim.epochs=2")
     add_tracking(p)
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model on a dataset's test splits against the milestone gates",
         description="Character accuracy (1 - CER over NFC code points), sequence accuracy, cluster CER, "
-        "per-class errors and batch-1 latency on one thread; gates from khmer_ocr/configs/gates. Prints the "
-        "report and writes it as JSON; exits 1 if a gate fails.",
+        "for each split and each difficulty level (1..5) within it, per-class errors and batch-1 latency on "
+        "one thread; gates (on the whole primary split) from khmer_ocr/configs/gates. Prints the report and "
+        "writes it as JSON; exits 1 if a gate fails.",
     )
     p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
     p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
-    p.add_argument("--splits", nargs="+", default=["test", "test_unseen_font"])
+    p.add_argument("--splits", nargs="+", default=["test", "test_unseen_font"], help="the splits to read")
     p.add_argument("--gates", default="milestones", help="gate set name or YAML path")
     p.add_argument("--max-lines", type=int, help="at most this many lines per split")
     p.add_argument("--report", default="evaluation.json", help="where to write the JSON report")
     p = sub.add_parser(
         "predict",
-        help="recognize text-line images",
-        description='Writes one JSON object per image: {"image", "text", "confidence"}; an unreadable image '
-        'gets {"image", "error"} and the rest still run.',
+        help="recognize text-line images, or whole pages with --page",
+        description='Writes one JSON object per image: {"image", "text", "confidence"}; with --page, each '
+        "image is a page (a document, scan, photo or screenshot) whose lines are found and read: "
+        '{"image", "text", "lines": [{"box": [x0, y0, x1, y1], "text", "confidence"}, ...]}, text being '
+        "the lines joined by newlines in reading order, boxes in the image's pixels (x1, y1 exclusive). "
+        'An unreadable image gets {"image", "error"} and the rest still run. Exit status 1 when no image '
+        "could be read, 2 when none was given.",
     )
     p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--page", action="store_true", help="each image is a whole page: find its lines first")
     p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
     p.add_argument("--manifest", help='JSON lines with an "image" field, relative to the manifest\'s folder')
     p.add_argument("--output", help="write JSON lines here instead of standard output")
@@ -80,14 +103,28 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from khmer_ocr.tracking import require_server
     from khmer_ocr.training.phases import train_config
 
+    if not args.data and not args.stream:
+        print("error: --data is required unless --stream is given", file=sys.stderr)
+        return 2
+    extra = []
+    if args.stream:
+        extra.append("data.stream.enabled=true")
+    if args.data_profile:
+        extra.append(f"data.stream.profile={args.data_profile}")
+    if args.workers is not None:
+        extra.append(f"data.stream.workers={args.workers}")
+    if args.time_budget is not None:
+        extra.append(f"time_budget_minutes={args.time_budget}")
+    require_server(args.tracking_uri)  # a server that is down: one line now, not minutes of silent retries
     run = train_config(
         args.config,
         args.data,
         args.out,
         args.profile,
-        args.overrides,
+        [*extra, *args.overrides],
         args.init_from,
         tracking_uri=args.tracking_uri,
     )
@@ -101,14 +138,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from khmer_ocr.tracking import require_server
     from khmer_ocr.training.config import PHASE3_1
     from khmer_ocr.training.phases import comparison_table, run_phase3_1
 
+    require_server(args.tracking_uri)
+    configs = tuple(args.only or PHASE3_1)
     best, runs = run_phase3_1(
-        args.data, args.out, args.profile, tuple(args.only or PHASE3_1), tracking_uri=args.tracking_uri
+        args.data, args.out, args.profile, configs, args.overrides, tracking_uri=args.tracking_uri
     )
     print(comparison_table(runs))
-    print(f"best: {best.name} ({best.result.model_dir})")
+    link = Path(args.out) / "best"
+    if link.is_symlink() or not link.exists():
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(best.result.model_dir).parent.name)  # relative: the folder can move
+    print(f"best: {best.name} ({link}/model)")
     return 0
 
 
@@ -132,7 +176,8 @@ def _predict(args: argparse.Namespace) -> int:
                 name = json.loads(line)["image"]
                 items.append((name, root / name))
     if not items:
-        raise ValueError("no images: give image files or --manifest")
+        print("khmer-ocr predict: error: no images: give image files or --manifest", file=sys.stderr)
+        return 2
     recognizer = Recognizer.load(args.model)
     rows: list[dict] = []
     readable = []
@@ -142,12 +187,17 @@ def _predict(args: argparse.Namespace) -> int:
             readable.append((len(rows) - 1, recognizer.read_image(path)))
         except (OSError, ValueError) as exc:
             rows[-1]["error"] = str(exc)
-    preds = recognizer.predict([im for _, im in readable]) if readable else []
-    for (k, _), pred in zip(readable, preds, strict=True):
-        rows[k].update(text=pred.text, confidence=round(pred.confidence, 4))
+    if args.page:
+        pages = recognizer.read_pages([im for _, im in readable]) if readable else []
+        for (k, _), page in zip(readable, pages, strict=True):
+            rows[k].update(page.to_dict())
+    else:
+        preds = recognizer.predict([im for _, im in readable]) if readable else []
+        for (k, _), pred in zip(readable, preds, strict=True):
+            rows[k].update(text=pred.text, confidence=round(pred.confidence, 4))
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-    return 0
+    return 0 if readable else 1  # every image failed: say so in the exit status too

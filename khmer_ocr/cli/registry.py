@@ -6,12 +6,21 @@ import argparse
 import getpass
 import json
 import os
+from pathlib import Path
 
 REGISTRY_HELP = (
-    "The registered model `khmer-ocr` in MLflow at --tracking-uri (default $MLFLOW_TRACKING_URI, else "
-    "./mlflow.db). Aliases: candidate (passes its gates), champion (promoted, served), previous (the "
-    "champion before). Approval is the model-version tag approval=approved with approved_by (set in the "
-    "MLflow UI, or with `khmer-ocr approve`)."
+    "The registered model `khmer-ocr` in MLflow at --tracking-uri (default $MLFLOW_TRACKING_URI, else the "
+    "MLflow of the local platform running from here (`make run`), else ./mlflow.db). Aliases: candidate "
+    "(passes its gates), champion (promoted, served), previous (the champion before). Approval is the "
+    "model-version tag approval=approved with approved_by (set in the MLflow UI, or with `khmer-ocr "
+    "approve`)."
+)
+
+
+# Moving an alias from here triggers no Airflow DAG (the champion Asset is updated by DAG tasks only).
+DEPLOY_HINT = (
+    "  TorchServe keeps serving what it served: deploy the new champion with `khmer-ocr deploy` or by "
+    "triggering the Airflow DAG khmer_ocr_deploy"
 )
 
 
@@ -20,7 +29,8 @@ def _common(p: argparse.ArgumentParser, who: bool = True) -> None:
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI") or None,
         help="MLflow tracking/registry URI (http://host:port or sqlite:///file.db); default "
-        "$MLFLOW_TRACKING_URI, else ./mlflow.db",
+        "$MLFLOW_TRACKING_URI, else the local platform's MLflow when `make run` runs from here, else "
+        "./mlflow.db",
     )
     p.add_argument("--name", default="khmer-ocr", help="registered model name (default: khmer-ocr)")
     if who:
@@ -38,7 +48,11 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         + REGISTRY_HELP,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="MLflow run id (khmer-ocr train --tracking-uri prints it)")
+    src.add_argument(
+        "--run",
+        help="MLflow run id (khmer-ocr train --tracking-uri prints it), or that training's --out folder "
+        "(its mlflow_run.json names the run and the tracking server)",
+    )
     src.add_argument("--model", help="a model folder to track as a new run, then register")
     p.add_argument("--data", help="evaluate on this dataset now (required for --model)")
     p.add_argument("--gates", default="milestones", help="gate set name or YAML path (default: milestones)")
@@ -90,6 +104,12 @@ def _register(args: argparse.Namespace) -> int:
     from khmer_ocr import registry
 
     run_id = args.run
+    run_file = Path(args.run or "") / "mlflow_run.json"
+    if args.run and run_file.is_file():  # a training's run folder
+        recorded = json.loads(run_file.read_text(encoding="utf-8"))
+        run_id = recorded["run_id"]
+        args.tracking_uri = args.tracking_uri or recorded.get("tracking_uri")
+        print(f"{args.run}: MLflow run {run_id} at {args.tracking_uri}")
     if args.model:
         from khmer_ocr.tracking import log_model_folder
 
@@ -129,14 +149,18 @@ def _promote(args: argparse.Namespace) -> int:
     where = {"name": args.name, "tracking_uri": args.tracking_uri}
     info = registry.promote(args.version, args.by, args.reason, **where)
     print(f"  {info.tags.get('comparison', '')}")
-    return _show(info, "promoted")
+    _show(info, "promoted")
+    print(DEPLOY_HINT)
+    return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     from khmer_ocr import registry
 
     info = registry.rollback(args.by, args.reason, name=args.name, tracking_uri=args.tracking_uri)
-    return _show(info, "champion is now")
+    _show(info, "champion is now")
+    print(DEPLOY_HINT)
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

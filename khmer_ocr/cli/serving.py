@@ -29,11 +29,16 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         "(raw bytes, multipart/form-data or JSON base64) to get its text and confidence.",
     )
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--inference-port", type=int, default=8080)
-    p.add_argument("--management-port", type=int, default=8081)
-    p.add_argument("--metrics-port", type=int, default=8082)
+    p.add_argument("--inference-port", type=int, default=8080, help="REST inference (POST /predictions/...)")
+    p.add_argument("--management-port", type=int, default=8081, help="management API (on 127.0.0.1 only)")
+    p.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics (/metrics)")
     p.add_argument(
-        "--grpc-ports", type=int, nargs=2, default=[7070, 7071], metavar=("INFERENCE", "MANAGEMENT")
+        "--grpc-ports",
+        type=int,
+        nargs=2,
+        default=[7070, 7071],
+        metavar=("INFERENCE", "MANAGEMENT"),
+        help="TorchServe's gRPC ports",
     )
     p.add_argument("--state", default=".khmer-ocr/torchserve", help="state folder: store, logs, PID file")
     p = sub.add_parser(
@@ -46,8 +51,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     )
     p.add_argument("--model", default="models:/khmer-ocr@champion", help=MODEL_HELP.replace(
         "the reference model", "models:/khmer-ocr@champion"))  # fmt: skip
-    p.add_argument("--management-url", default="http://127.0.0.1:8081")
-    p.add_argument("--inference-url", default="http://127.0.0.1:8080")
+    p.add_argument("--management-url", default="http://127.0.0.1:8081", help="TorchServe's management API")
+    p.add_argument("--inference-url", default="http://127.0.0.1:8080", help="TorchServe's REST inference API")
     p.add_argument(
         "--model-store",
         default=os.environ.get("KHMER_OCR_MODEL_STORE", ".khmer-ocr/torchserve/model-store"),

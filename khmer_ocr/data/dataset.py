@@ -11,6 +11,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import tarfile
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +29,9 @@ from khmer_ocr import __version__, storage
 from khmer_ocr.config import from_dict, save_config, to_dict
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.generate import SampleFactory, generator_identity
+
+if TYPE_CHECKING:
+    from khmer_ocr.data.pages import PageFactory
 from khmer_ocr.script import Charset, default_charset
 
 MANIFEST, CARD, CONFIG, CHARSET, GRID = (
@@ -59,6 +64,8 @@ TEXT_LICENCES = {
     "Economy and Finance, Cambodia, https://data.mef.gov.kh, used under its terms of use (attribution)",
     "syllables": "khmer-ocr's own rule-based generator",
     "numbers": "khmer-ocr's own generator",
+    "cldr": "Unicode CLDR (Unicode-3.0 licence) as shipped by babel (BSD-3-Clause): Khmer names of "
+    "languages, countries, currencies, units, cities and calendar terms",
     "corpus": "the user's corpus files",
 }
 
@@ -71,8 +78,50 @@ def shard_name(k: int) -> str:
     return f"shards/shard-{k:05d}"
 
 
+# What a dataset folder may hold (docs/dataset-format.md), besides its shards/ folder; validation reports too.
+DATASET_FILES = frozenset(
+    {MANIFEST, CARD, "card.md", CONFIG, GENERATOR, CHARSET, GRID, "validation.json", "validation.html"}
+)
+_SHARD_FILE = re.compile(r"^shard-\d{5,}\.(?:tar|jsonl)$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def shard_problem(shard: object, local_root: Path | None = None) -> str | None:
+    """Why a manifest `shard` value is not a path inside the dataset (None when it is): it must be a
+    relative path of plain names, e.g. shards/shard-00000.tar; no absolute path, no `..`, no URI; under a
+    local dataset folder local_root (resolved), no symbolic link out of it either."""
+    if not isinstance(shard, str) or not shard:
+        return "not a path"
+    if shard.startswith(("/", "~")) or "://" in shard or "\\" in shard:
+        return "not a relative path inside the dataset"
+    if not all(_SEGMENT.fullmatch(part) for part in shard.split("/")):
+        return "outside the dataset folder (only plain names, no '..' or empty parts)"
+    if local_root is not None and not (local_root / shard).resolve().is_relative_to(local_root):
+        return "a link out of the dataset folder"
+    return None
+
+
+def shard_uri(uri: str, shard: object) -> str:
+    """The location of a manifest's shard inside the dataset at uri; DatasetError when it would be outside."""
+    if (problem := shard_problem(shard)) is not None:
+        raise DatasetError(f"shard {shard!r} of {uri}: {problem}")
+    assert isinstance(shard, str)
+    return storage.join(uri, shard)
+
+
 # ------------------------------------------------------------------------------------------------ writing
-_FACTORY: SampleFactory | None = None
+_FACTORY: SampleFactory | PageFactory | None = None
+
+
+def make_factory(cfg: DataConfig) -> SampleFactory | PageFactory:
+    """The sample factory of the config's kind: text lines, or whole pages (khmer_ocr.data.pages)."""
+    if cfg.kind == "pages":
+        from khmer_ocr.data.pages import PageFactory
+
+        return PageFactory(cfg)
+    if cfg.kind != "lines":
+        raise DatasetError(f"kind {cfg.kind!r} is not a dataset kind: lines or pages")
+    return SampleFactory(cfg)
 
 
 def _make_shard(args: tuple[int, range, str, int]) -> tuple[int, str, list[dict]]:
@@ -105,6 +154,7 @@ def _make_shard(args: tuple[int, range, str, int]) -> tuple[int, str, list[dict]
                     "offset": offset,
                     "size": len(png),
                     "skipped_pairs": s.skipped_pairs,
+                    **(s.extra_fields() if hasattr(s, "extra_fields") else {}),  # a page's style and lines
                 }
             )
     return k, str(tmp), records
@@ -114,7 +164,7 @@ def _init_worker(cfg_dict: dict) -> None:
     global _FACTORY
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     if _FACTORY is None:  # forked workers inherit the parent's factory
-        _FACTORY = SampleFactory(from_dict(DataConfig, cfg_dict))
+        _FACTORY = make_factory(from_dict(DataConfig, cfg_dict))
 
 
 def _fingerprint(cfg: DataConfig) -> str:
@@ -133,15 +183,89 @@ def _commit(local: Path, uri: str) -> None:
         os.replace(local, uri)
 
 
+def _unexpected_entries(root: Path) -> list[str]:
+    """Entries of a local folder that a dataset of this project does not hold."""
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.name == "shards" and entry.is_dir() and not entry.is_symlink():
+            for shard in sorted(entry.iterdir()):
+                if shard.name != ".tmp" and not (_SHARD_FILE.match(shard.name) and shard.is_file()):
+                    out.append(f"shards/{shard.name}")
+        elif entry.name not in DATASET_FILES or not entry.is_file() or entry.is_symlink():
+            out.append(entry.name)
+    return out
+
+
+def _dataset_marker(out: str) -> str | None:
+    """Why out is not a dataset of this project (None when it is): it must hold a config.yaml that is a data
+    config and a generator.json written by khmer-ocr's generator."""
+    import yaml
+
+    try:
+        gen = json.loads(storage.read_text(storage.join(out, GENERATOR)))
+        cfg = yaml.safe_load(storage.read_text(storage.join(out, CONFIG)))
+    except (storage.StorageError, OSError, ValueError, yaml.YAMLError) as exc:
+        return f"no readable {GENERATOR} and {CONFIG} ({exc})"
+    if not isinstance(gen, dict) or "revision" not in gen:
+        return f"its {GENERATOR} is not khmer-ocr's"
+    try:
+        from_dict(DataConfig, cfg)
+    except Exception as exc:  # ConfigError, TypeError, ...: not our data config
+        return f"its {CONFIG} is not a khmer-ocr data config ({exc})"
+    return None
+
+
+def _check_deletable(out: str) -> None:
+    """Refuse --overwrite unless out is a local dataset folder of this project and nothing else."""
+    if storage.is_s3(out):
+        raise DatasetError("--overwrite is not supported for s3:// outputs; write to a new prefix")
+    root = Path(out).resolve()
+    here = Path.cwd().resolve()
+    if (
+        here == root
+        or here.is_relative_to(root)
+        or root == Path(root.anchor)
+        or root == Path.home().resolve()
+    ):
+        raise DatasetError(f"--overwrite refused: {out} is the current directory or one of its parents")
+    if (root / ".git").exists() or (root / ".hg").exists():
+        raise DatasetError(f"--overwrite refused: {out} is a repository")
+    if (why := _dataset_marker(out)) is not None:
+        raise DatasetError(f"--overwrite refused: {out} is not a khmer-ocr dataset: {why}")
+    if unexpected := _unexpected_entries(root):
+        shown = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
+        raise DatasetError(
+            f"--overwrite refused: {out} holds files that are not part of a dataset ({shown}); move them or "
+            "delete the folder yourself"
+        )
+
+
+def _is_empty(out: str) -> bool:
+    """Nothing in out but, at most, the empty shards/ folder (or shards/.tmp) an interrupted start left."""
+    names = storage.list_files(out)
+    if not storage.is_s3(out) and Path(out).is_dir():
+        names += [p.name for p in Path(out).iterdir() if p.name != "shards"]
+    return all(n.startswith("shards/.tmp/") for n in names)
+
+
 def _check_resumable(out: str, cfg: DataConfig, overwrite: bool) -> None:
+    """Refuse to write into out unless it is empty or a dataset this config resumes or extends (a smaller
+    num_samples would shrink it and orphan shards); with overwrite, delete a dataset of this project first."""
+    if not storage.is_s3(out) and Path(out).exists() and not Path(out).is_dir():
+        raise DatasetError(f"{out} is a file, not a dataset folder")
     cfg_uri = storage.join(out, CONFIG)
     if not storage.exists(cfg_uri):
+        if not _is_empty(out):
+            raise DatasetError(
+                f"{out} is not empty and holds no khmer-ocr dataset: choose a new or empty --out"
+            )
         return
     if overwrite:
-        if storage.is_s3(out):
-            raise DatasetError("--overwrite is not supported for s3:// outputs; write to a new prefix")
+        _check_deletable(out)
         shutil.rmtree(out)
         return
+    if (why := _dataset_marker(out)) is not None:
+        raise DatasetError(f"{out} is not a khmer-ocr dataset ({why}): choose a new or empty --out")
     import yaml
 
     old = from_dict(DataConfig, yaml.safe_load(storage.read_text(cfg_uri)))
@@ -156,6 +280,19 @@ def _check_resumable(out: str, cfg: DataConfig, overwrite: bool) -> None:
             f"{out} was generated by another generator ({old_gen}, now {generator_identity()}); its shards "
             "cannot be resumed or extended: choose a new --out, or pass --overwrite"
         )
+    shards = {
+        int(m[1]) for n in storage.list_files(storage.join(out, "shards")) if (m := _SHARD_NUMBER.match(n))
+    }
+    n_shards = len(shard_ranges(cfg))
+    if cfg.num_samples < old.num_samples or any(k >= n_shards for k in shards):
+        raise DatasetError(
+            f"{out} holds (or was being extended to) {old.num_samples} lines; {cfg.num_samples} would shrink "
+            "it and leave shards behind: give at least as many (a larger number extends it), choose a new "
+            "--out, or pass --overwrite"
+        )
+
+
+_SHARD_NUMBER = re.compile(r"^shard-(\d{5,})\.(?:tar|jsonl)$")
 
 
 def _done_shards(out: str, expected: dict[int, int]) -> dict[int, list[dict]]:
@@ -213,7 +350,7 @@ def _prepare(cfg: DataConfig, out: str, overwrite: bool) -> Path:
             raise DatasetError(f"cannot write to {out}: {exc.strerror}") from exc
         if not os.access(Path(out), os.W_OK):
             raise DatasetError(f"cannot write to {out}: permission denied")
-    _FACTORY = SampleFactory(cfg)  # fails early, in the parent, on bad fonts or sources
+    _FACTORY = make_factory(cfg)  # fails early, in the parent, on bad fonts or sources
     tmp_root = _tmp_root(out)
     storage.write_text(storage.join(out, CONFIG), _yaml(cfg))
     storage.write_text(storage.join(out, GENERATOR), json.dumps(generator_identity()))
@@ -325,7 +462,7 @@ def generate_shards(cfg: DataConfig, out: str | Path, shard_ids: list[int], prog
     todo = [k for k in sorted(set(shard_ids)) if k not in done]
     if not todo:
         return 0
-    _FACTORY = SampleFactory(cfg)
+    _FACTORY = make_factory(cfg)
     tmp_root = _tmp_root(out)
     generated = 0
     with tqdm(total=sum(len(ranges[k]) for k in todo), unit="line", disable=not progress) as bar:
@@ -352,7 +489,7 @@ def finalize_dataset(cfg: DataConfig, out: str | Path) -> GenerateResult:
     missing = sorted(set(ranges) - set(done))
     if missing:
         raise DatasetError(f"{out}: shards {missing} are not written yet: run generate_shards for them")
-    _FACTORY = SampleFactory(cfg)  # the card lists its fonts
+    _FACTORY = make_factory(cfg)  # the card lists its fonts
     version, card, n = _finalize(cfg, out, done, _tmp_root(out))
     return GenerateResult(out, version, n, 0, time.perf_counter() - start, card)
 
@@ -381,7 +518,7 @@ def _card(cfg: DataConfig, version: str, records: list[dict], charset: Charset) 
         "image_height": cfg.image_height,
         "counts": {
             key: dict(sorted(Counter(str(r[key]) for r in records).items()))
-            for key in ("split", "font", "difficulty", "source")
+            for key in ("split", "font", "difficulty", "source", *(("style",) if cfg.kind == "pages" else ()))
         },
         "skipped_font_text_pairs": sum(r["skipped_pairs"] for r in records),
         "fonts": fonts,
@@ -395,7 +532,8 @@ def _card_markdown(card: dict) -> str:
     lines = [
         f"# Dataset {card['version']}",
         "",
-        f"{card['num_samples']} synthetic Khmer text lines, "
+        f"{card['num_samples']} synthetic Khmer "
+        f"{'pages' if card.get('generator_config', {}).get('kind') == 'pages' else 'text lines'}, "
         f"height {card['image_height']} px, charset {card['charset_version']}, {card['created_by']}.",
         "",
     ]
@@ -416,20 +554,23 @@ def _write_grid(out: str, records: list[dict], tmp_root: Path) -> None:
     by_level: dict[int, list[dict]] = {}
     for r in records:
         by_level.setdefault(r["difficulty"], []).append(r)
-    picked = [r for lv in sorted(by_level) for r in by_level[lv][:6]][:30]
+    pages = any("lines" in r for r in records[:1])
+    per_level, total = (2, 8) if pages else (6, 30)  # pages are large: a few of each style
+    picked = [r for lv in sorted(by_level) for r in by_level[lv][:per_level]][:total]
     images = [decode_gray(record_bytes(out, r), r) for r in picked]
     path = tmp_root / GRID
     sample_grid(
         images,
-        [f"L{r['difficulty']} {r['font']} [{r['split']}]" for r in picked],
-        [r["text"] for r in picked],
+        [f"{r.get('style', 'L' + str(r['difficulty']))} {r['font']} [{r['split']}]" for r in picked],
+        [r["text"].split("\n", 1)[0] for r in picked],  # a page: its first line
     ).save(path)
     _commit(path, storage.join(out, GRID))
 
 
 def record_bytes(uri: str, rec: dict) -> bytes:
-    """The encoded image of one manifest record: a ranged read from its shard (local or s3://)."""
-    return storage.read_bytes(storage.join(uri, rec["shard"]), (int(rec["offset"]), int(rec["size"])))
+    """The encoded image of one manifest record: a ranged read from its shard (local or s3://), which must
+    lie inside the dataset."""
+    return storage.read_bytes(shard_uri(uri, rec["shard"]), (int(rec["offset"]), int(rec["size"])))
 
 
 def decode_gray(data: bytes, rec: dict | None = None) -> np.ndarray:
@@ -447,18 +588,47 @@ def decode_gray(data: bytes, rec: dict | None = None) -> np.ndarray:
 class Dataset:
     """A generated dataset: records from the manifest, and image bytes read from the shards."""
 
-    def __init__(self, uri: str | Path) -> None:
+    def __init__(self, uri: str | Path, *, check_shards: bool = True) -> None:
+        """Read the manifest. check_shards=False leaves records whose shard lies outside the dataset for
+        the caller to report (validation does); otherwise such a manifest is refused here."""
         self.uri = str(uri)
         manifest = storage.join(self.uri, MANIFEST)
         try:
             text = storage.read_text(manifest)
         except storage.StorageError as exc:
             raise DatasetError(f"{self.uri} is not a complete dataset: no {MANIFEST} ({exc})") from exc
-        try:
-            self.records: list[dict] = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{manifest} is not valid JSON lines: {exc}") from exc
+        self.records: list[dict] = []
+        self.line_numbers: list[int] = []  # the manifest line of each record
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{manifest} line {number} is not valid JSON: {exc.msg} (column {exc.colno})"
+                ) from exc
+            if not isinstance(record, dict):
+                raise DatasetError(f"{manifest} line {number} is not a JSON object")
+            self.records.append(record)
+            self.line_numbers.append(number)
         self._local = None if storage.is_s3(self.uri) else Path(self.uri)
+        if check_shards:
+            self._check_shards(manifest)
+
+    def _check_shards(self, manifest: str) -> None:
+        """Every record's shard must be a path inside the dataset (symbolic links resolved, locally)."""
+        root = self._local.resolve() if self._local is not None else None
+        seen: set[str] = set()
+        for number, rec in zip(self.line_numbers, self.records, strict=True):
+            shard = rec.get("shard")
+            if shard is None or (isinstance(shard, str) and shard in seen):
+                continue  # a missing field is validation's to report (manifest_fields)
+            if (problem := shard_problem(shard, root)) is not None:
+                raise DatasetError(
+                    f"{manifest} line {number} (id {rec.get('id')}): shard {shard!r} is refused: {problem}"
+                )
+            seen.add(shard)
 
     def __len__(self) -> int:
         return len(self.records)

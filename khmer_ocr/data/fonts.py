@@ -16,7 +16,15 @@ from PIL import ImageFont, features
 from khmer_ocr.data.config import FontConfig
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
+# Font folders (os.pathsep-separated) searched instead of the system's fonts when set: a training bundle's
+# fonts/, so that a machine without fontconfig or Khmer fonts renders with exactly the fonts shipped.
+FONT_DIRS_ENV = "KHMER_OCR_FONT_DIRS"
 _DOTTED_CIRCLE = 0x25CC
+
+
+def _draws_ink(ch: str) -> bool:
+    """Characters that must draw ink on their own: ASCII letters, digits and punctuation."""
+    return "!" <= ch <= "~"
 
 
 class FontError(ValueError):
@@ -51,7 +59,9 @@ def _covers_khmer(path: str) -> bool:
 
 def _candidate_files(extra: list[str]) -> list[str]:
     files: set[str] = set()
-    if shutil.which("fc-list"):
+    if only := [d for d in os.environ.get(FONT_DIRS_ENV, "").split(os.pathsep) if d]:
+        extra = [*only, *extra]
+    elif shutil.which("fc-list"):
         out = subprocess.run(
             ["fc-list", ":lang=km", "file"], capture_output=True, text=True, check=False
         ).stdout
@@ -126,13 +136,22 @@ def select_fonts(cfg: FontConfig) -> tuple[list[FontInfo], list[FontInfo]]:
 class ShapingChecker:
     """Shapes a line in a font with HarfBuzz and says whether every glyph is real.
 
-    A line fails in a font when shaping yields .notdef (glyph 0: a character the font lacks) or a dotted
-    circle that the text did not contain (the shaper's mark for a malformed cluster).
+    A line fails in a font when shaping yields .notdef (glyph 0: a character the font lacks), an empty
+    glyph for a visible base character (some fonts map Latin letters or digits to blank outlines, which
+    would draw nothing where the label has text) or a dotted circle that the text did not contain (the
+    shaper's mark for a malformed cluster).
     """
 
     def __init__(self, path: str) -> None:
         self._font = hb.Font(hb.Face(hb.Blob.from_file_path(path)))
         self._dotted = self._font.get_nominal_glyph(_DOTTED_CIRCLE)
+        self._blank: dict[int, bool] = {}
+
+    def _is_blank(self, glyph: int) -> bool:
+        if glyph not in self._blank:
+            ext = self._font.get_glyph_extents(glyph)
+            self._blank[glyph] = ext is None or ext.width == 0 or ext.height == 0
+        return self._blank[glyph]
 
     def problems(self, text: str) -> list[str]:
         buf = hb.Buffer()
@@ -144,6 +163,8 @@ class ShapingChecker:
             ch = text[info.cluster] if info.cluster < len(text) else "?"
             if info.codepoint == 0:
                 out.append(f"missing glyph for U+{ord(ch):04X}")
+            elif _draws_ink(ch) and self._is_blank(info.codepoint):
+                out.append(f"empty glyph for U+{ord(ch):04X}")
             elif self._dotted is not None and info.codepoint == self._dotted and "\u25cc" not in text:
                 out.append(f"dotted circle at U+{ord(ch):04X} (malformed cluster)")
         return out

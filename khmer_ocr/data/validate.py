@@ -7,10 +7,20 @@ difficulty balance are judged on a second, small DataFrame (one row per font / d
 second suite of two expectations. Every expectation becomes one :class:`CheckResult`; a failing one names a
 few offending ids or values taken from GX's result (``unexpected_count``, ``partial_unexpected_index_list``).
 
-Checks (names as reported): has_rows, manifest_fields, label_not_null, label_not_empty, label_charset,
-label_normalized, label_length, image_height, image_width, file_present, checksum_match, image_decodes,
-image_size_match, image_not_blank, font_balance, difficulty_balance, no_reserved_font, unique_ids,
-split_values, splits_disjoint.
+The dataset's own files are judged on a third small DataFrame (one row per file fact): charset.json must be
+present and self-consistent, and the card must name the same charset version, or training could not read
+the dataset (it encodes labels with charset.json).
+
+Checks (names as reported): has_rows, manifest_fields, charset_consistent, label_not_null, label_not_empty,
+label_charset, label_normalized, label_length, image_height, image_width, shard_path, file_present,
+checksum_match, image_decodes, image_size_match, image_not_blank, font_balance, difficulty_balance,
+no_reserved_font, unique_ids, split_values, splits_disjoint. shard_path: every manifest shard is a path
+inside the dataset (no absolute path, no `..`, no link out); images of other shards are never read.
+
+A page dataset (config kind pages) is judged by the same checks, read for pages: each line of a page's text
+in the charset and normalized, the longest line within the length limit, page sides within
+PAGE_SIDES, splits disjoint over line texts; and one more, line_boxes: every record's `lines` are
+non-empty boxes inside the image whose texts, joined by newlines, are the record's text.
 """
 
 from __future__ import annotations
@@ -34,12 +44,23 @@ from tqdm import tqdm
 
 from khmer_ocr import storage
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import CARD, CHARSET, CONFIG, MANIFEST_FIELDS, SPLITS, Dataset, DatasetError
+from khmer_ocr.data.dataset import (
+    CARD,
+    CHARSET,
+    CONFIG,
+    MANIFEST_FIELDS,
+    SPLITS,
+    Dataset,
+    DatasetError,
+    shard_problem,
+)
 from khmer_ocr.script import Charset, default_charset, normalize
 
 __all__ = ["CheckResult", "DatasetError", "ValidationReport", "validate_dataset"]
 
 REQUIRED_FIELDS = MANIFEST_FIELDS
+PAGE_FIELDS = ("style", "lines")  # what a record of a page dataset (kind pages) has besides
+PAGE_SIDES = (64, 8192)  # a page image's height and width, px
 # Per-image columns; None where unknown (no bytes to check, or nothing decoded), which GX counts as missing.
 IMAGE_COLUMNS = (
     *("file_present", "checksum_ok", "decodes", "size_ok", "decoded_width", "decoded_height"),
@@ -54,10 +75,17 @@ DEFAULT_MAX_TEXT_LENGTH = 200  # when the generator config (and so the level len
 BLANK_MAX_STD = 3.0
 BLANK_MAX_CONTRAST = 12.0
 MIN_BALANCE_ROWS = 200  # below this, shares are too noisy to judge balance
+# fonts are judged only with this many train-font rows per font expected (39 fonts: 1,560 rows); fewer
+# leave a share at the mercy of chance, the more so for fonts that cannot shape every line (no Latin)
+MIN_ROWS_PER_FONT = 40
 BALANCE_LOW, BALANCE_HIGH = 0.25, 4.0  # allowed share, as a multiple of the expected share
 TOO_FEW_ROWS = "too few rows to judge balance"
 SHOWN = 5  # offending ids / values named in a failure's details
-SUITE, BALANCE_SUITE = "khmer_ocr.dataset", "khmer_ocr.dataset.balance"
+SUITE, BALANCE_SUITE, FILES_SUITE = (
+    "khmer_ocr.dataset",
+    "khmer_ocr.dataset.balance",
+    "khmer_ocr.dataset.files",
+)
 REPORT_JSON, REPORT_HTML = "validation.json", "validation.html"
 
 
@@ -113,6 +141,11 @@ class _Rules:
     train_fonts: tuple[str, ...]  # fonts with role "train" in the card (empty when unknown)
     charset: Charset
     charset_note: str
+    kind: str = "lines"  # lines, or pages: one page image per record, text = its lines joined by newlines
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (*REQUIRED_FIELDS, *PAGE_FIELDS) if self.kind == "pages" else REQUIRED_FIELDS
 
 
 def _rules(ds: Dataset) -> tuple[_Rules, dict]:
@@ -135,6 +168,12 @@ def _rules(ds: Dataset) -> tuple[_Rules, dict]:
     lengths = [lv.get("length") for lv in cfg.get("levels") or [] if isinstance(lv, dict)]
     lengths = [int(x[1]) for x in lengths if isinstance(x, list | tuple) and len(x) == 2]
     weights = {int(k): float(v) for k, v in (cfg.get("difficulty") or default.difficulty).items()}
+    kind = str(cfg.get("kind") or "lines")
+    if kind == "pages":  # a page's difficulty is its style's level
+        from khmer_ocr.data.pages import STYLE_LEVEL
+
+        styles = (cfg.get("pages") or {}).get("styles") or default.pages.styles
+        weights = {STYLE_LEVEL[k]: float(v) for k, v in styles.items() if k in STYLE_LEVEL}
     total = sum(weights.values()) or 1.0
     fonts_cfg = cfg.get("fonts") or {}
     if "reserved_families" in fonts_cfg:
@@ -143,7 +182,7 @@ def _rules(ds: Dataset) -> tuple[_Rules, dict]:
         reserved = card.get("reserved_font_families", default.fonts.reserved_families)
     try:
         charset, note = ds.charset, "charset.json"
-    except (storage.StorageError, ValueError, KeyError) as exc:
+    except (storage.StorageError, ValueError, KeyError, TypeError) as exc:
         charset, note = default_charset(), f"default charset ({CHARSET} unreadable: {exc})"
     rules = _Rules(
         image_height=int(cfg.get("image_height", card.get("image_height", default.image_height))),
@@ -154,6 +193,7 @@ def _rules(ds: Dataset) -> tuple[_Rules, dict]:
         train_fonts=tuple(f["name"] for f in card.get("fonts", []) if f.get("role") == "train"),
         charset=charset,
         charset_note=note,
+        kind=kind,
     )
     return rules, card
 
@@ -165,12 +205,15 @@ def _image_stats(ds: Dataset, records: list[dict], progress: bool) -> list[dict]
     by_shard: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
         by_shard.setdefault(str(rec.get("shard")), []).append(i)
+    root = None if storage.is_s3(ds.uri) else Path(ds.uri).resolve()
     with tqdm(total=len(records), unit="img", desc="validate images", disable=not progress) as bar:
         for shard, rows in by_shard.items():
-            try:
-                data: bytes | None = storage.read_bytes(storage.join(ds.uri, shard))
-            except (storage.StorageError, OSError, ValueError):
-                data = None
+            data: bytes | None = None
+            if shard_problem(records[rows[0]].get("shard"), root) is None:  # never read outside the dataset
+                try:
+                    data = storage.read_bytes(storage.join(ds.uri, shard))
+                except (storage.StorageError, OSError, ValueError):
+                    data = None
             for i in rows:
                 stats[i] = _one_image(records[i], data)
                 bar.update(1)
@@ -210,22 +253,76 @@ def _one_image(rec: dict, shard: bytes | None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ frames
-def _rows_frame(records: list[dict], images: list[dict]):
+def _page_lines_problem(rec: dict, image: dict) -> str | None:
+    """Why a page record's `lines` do not describe its image (None when they do): a non-empty list of
+    {"box": [x0, y0, x1, y1], "text"} with each box non-empty and inside the image, and the texts joined
+    by newlines equal to the record's text."""
+    lines = rec.get("lines")
+    if not isinstance(lines, list) or not lines:
+        return "no lines"
+    w = image.get("decoded_width") or rec.get("width")
+    h = image.get("decoded_height") or rec.get("height")
+    texts = []
+    for k, ln in enumerate(lines):
+        box = ln.get("box") if isinstance(ln, dict) else None
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)):
+            return f"line {k}: no box of 4 integers"
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 < x1 and 0 <= y0 < y1) or (w and x1 > w) or (h and y1 > h):
+            return f"line {k}: box {box} is empty or outside the {w}x{h} image"
+        if not isinstance(ln.get("text"), str) or not ln["text"]:
+            return f"line {k}: no text"
+        texts.append(ln["text"])
+    if "\n".join(texts) != rec.get("text"):
+        return "the lines' texts joined by newlines differ from the text"
+    return None
+
+
+def _rows_frame(records: list[dict], images: list[dict], root: Path | None = None, kind: str = "lines"):
     import pandas as pd
 
+    pages = kind == "pages"
+    fields = (*REQUIRED_FIELDS, *PAGE_FIELDS) if pages else REQUIRED_FIELDS
     df = pd.DataFrame.from_records(records)
-    for name in REQUIRED_FIELDS:
+    for name in fields:
         if name not in df.columns:
             df[name] = None
+    problems = {
+        s: shard_problem(s, root)
+        for s in {r.get("shard") for r in records if isinstance(r.get("shard"), str)}
+    }
+    df["shard_inside"] = pd.Series(
+        [
+            None if _isnull(r.get("shard")) else problems.get(r.get("shard"), "not a path") is None
+            for r in records
+        ],
+        index=df.index,
+        dtype=object,
+    )
     df["_row"] = np.arange(len(df))
-    df["fields_complete"] = df[list(REQUIRED_FIELDS)].notna().all(axis=1)
+    df["fields_complete"] = df[list(fields)].notna().all(axis=1)
     df["id"] = df["id"].map(lambda x: None if _isnull(x) else str(x))
     df["text"] = df["text"].map(lambda t: t if isinstance(t, str) else None)
-    df["text_normalized"] = df["text"].map(lambda t: normalize(t) if isinstance(t, str) else None)
-    train = set(df.loc[df["split"] == "train", "text"].dropna())
-    test = set(df.loc[df["split"].isin(TEST_SPLITS), "text"].dropna())
+
+    def norm(t: object) -> str | None:  # a page's text: each of its lines normalized
+        if not isinstance(t, str):
+            return None
+        return "\n".join(normalize(ln) for ln in t.split("\n")) if pages else normalize(t)
+
+    df["text_normalized"] = df["text"].map(norm)
+    # the texts that decide splits: a line's text; each line of a page
+    units = df["text"].map(lambda t: (t.split("\n") if pages else [t]) if isinstance(t, str) else [])
+    train = {u for us in units[df["split"] == "train"] for u in us}
+    test = {u for us in units[df["split"].isin(TEST_SPLITS)] for u in us}
     shared = train & test
-    df["text_in_train_and_test"] = df["split"].isin(("train", *TEST_SPLITS)) & df["text"].isin(shared)
+    df["text_in_train_and_test"] = df["split"].isin(("train", *TEST_SPLITS)) & units.map(
+        lambda us: any(u in shared for u in us)
+    )
+    df["longest_line"] = units.map(lambda us: max((len(u) for u in us), default=0))
+    if pages:
+        problems = [_page_lines_problem(r, im) for r, im in zip(records, images, strict=True)]
+        df["lines_problem"] = pd.Series(problems, index=df.index, dtype=object)
+        df["lines_ok"] = pd.Series([p is None for p in problems], index=df.index, dtype=object)
     for col in IMAGE_COLUMNS:
         df[col] = pd.Series([im.get(col) for im in images], index=df.index, dtype=object)
     return df
@@ -237,6 +334,8 @@ def _balance_frame(df, rules: _Rules):
 
     rows: list[dict] = []
     train = df[df["split"] == "train"]
+    if train.empty:  # an evaluation-only set (DataConfig.splits): its val/test lines use the train fonts
+        train = df[df["split"] != "test_unseen_font"]
     counts = train["font"].value_counts()
     fonts = list(dict.fromkeys([*rules.train_fonts, *map(str, counts.index)]))
     n = len(rules.train_fonts) or len(counts)
@@ -306,6 +405,10 @@ def _row_checks(gxe: Any, rules: _Rules) -> list[_Check]:
     pattern = rules.charset.pattern
     if pattern.endswith("$"):
         pattern = pattern[:-1] + r"\Z"  # "$" would also accept a trailing newline
+    pages = rules.kind == "pages"
+    if pages:  # lines of charset characters joined by single newlines
+        cls = pattern[1 : -len(r"+\Z")]
+        pattern = f"^{cls}+(?:\n{cls}+)*\\Z"
     charset = rules.charset
 
     def c(name: str, expectation: Any, describe: Callable[[Any], str]) -> _Check:
@@ -316,10 +419,10 @@ def _row_checks(gxe: Any, rules: _Rules) -> list[_Check]:
         return str(r["id"])
 
     def missing(r: Any) -> str:
-        return f"{rid(r)} (no {', '.join(k for k in REQUIRED_FIELDS if _isnull(r[k]))})"
+        return f"{rid(r)} (no {', '.join(k for k in rules.fields if _isnull(r[k]))})"
 
     def unknown(r: Any) -> str:
-        chars = sorted(charset.unknown(r["text"]))
+        chars = sorted(charset.unknown(r["text"].replace("\n", "") if pages else r["text"]))
         shown = " ".join(f"{ch!r} U+{ord(ch):04X}" for ch in chars[:3]) or "(empty)"
         return f"{rid(r)} {shown}"
 
@@ -340,20 +443,37 @@ def _row_checks(gxe: Any, rules: _Rules) -> list[_Check]:
         ),
         c(
             "label_length",
-            gxe.ExpectColumnValueLengthsToBeBetween(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="longest_line", min_value=1, max_value=rules.max_text_length
+            )
+            if pages
+            else gxe.ExpectColumnValueLengthsToBeBetween(
                 column="text", min_value=1, max_value=rules.max_text_length
             ),
-            lambda r: f"{rid(r)} ({len(r['text'])} chars)",
+            lambda r: f"{rid(r)} ({r['longest_line'] if pages else len(r['text'])} chars)",
         ),
         c(
             "image_height",
-            gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[rules.image_height]),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="height", min_value=PAGE_SIDES[0], max_value=PAGE_SIDES[1]
+            )
+            if pages
+            else gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[rules.image_height]),
             lambda r: f"{rid(r)} height={r['height']}",
         ),
         c(
             "image_width",
-            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=MIN_WIDTH, max_value=rules.max_width),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="width",
+                min_value=PAGE_SIDES[0] if pages else MIN_WIDTH,
+                max_value=PAGE_SIDES[1] if pages else rules.max_width,
+            ),
             lambda r: f"{rid(r)} width={r['width']}",
+        ),
+        c(
+            "shard_path",
+            gxe.ExpectColumnValuesToBeInSet(column="shard_inside", value_set=[True]),
+            lambda r: f"{rid(r)} {_short(r['shard'], 48)}",
         ),
         c(
             "file_present",
@@ -392,6 +512,14 @@ def _row_checks(gxe: Any, rules: _Rules) -> list[_Check]:
             lambda r: f"{rid(r)} [{r['split']}] {_short(r['text'])}",
         ),
     ]
+    if pages:
+        checks.append(
+            c(
+                "line_boxes",
+                gxe.ExpectColumnValuesToBeInSet(column="lines_ok", value_set=[True]),
+                lambda r: f"{rid(r)}: {r['lines_problem']}",
+            )
+        )
     if not rules.reserved_families:  # GX refuses an empty value set: there is nothing to exclude
         checks = [ch for ch in checks if ch.name != "no_reserved_font"]
     return checks
@@ -423,6 +551,50 @@ def _balance_checks(gxe: Any, n_fonts: int) -> list[_Check]:
             "difficulty levels",
             "their share of rows",
         ),
+    ]
+
+
+def _files_frame(rules: _Rules, card: dict, card_error: str | None):
+    """One row per fact about the dataset's own files that training relies on: charset.json present and
+    self-consistent, the card readable and naming the same charset version."""
+    import pandas as pd
+
+    charset_ok = rules.charset_note == CHARSET
+    rows = [
+        {
+            "id": CHARSET,
+            "ok": charset_ok,
+            "problem": "" if charset_ok else rules.charset_note.removeprefix("default charset ")[1:-1],
+        }
+    ]
+    if card_error is not None:
+        rows.append({"id": CARD, "ok": False, "problem": card_error})
+    else:
+        named = card.get("charset_version")
+        same = charset_ok and named == rules.charset.version
+        problem = (
+            ""
+            if same
+            else f"charset_version {named!r}, {CHARSET} is "
+            + (repr(rules.charset.version) if charset_ok else "unreadable")
+        )
+        rows.append({"id": f"{CARD} charset_version", "ok": same, "problem": problem})
+    frame = pd.DataFrame.from_records(rows, columns=["id", "ok", "problem"])
+    frame["ok"] = frame["ok"].astype(object)
+    frame["_row"] = np.arange(len(frame))
+    return frame
+
+
+def _files_checks(gxe: Any) -> list[_Check]:
+    expectation = gxe.ExpectColumnValuesToBeInSet(column="ok", value_set=[True])
+    expectation.meta = {"check": "charset_consistent"}
+    return [
+        _Check(
+            "charset_consistent",
+            expectation,
+            lambda r: f"{r['id']}: {r['problem']}",
+            "dataset files",
+        )
     ]
 
 
@@ -518,17 +690,25 @@ def validate_dataset(
     """Validate the dataset at uri (a folder or s3:// prefix); write validation.json/.html to report_dir."""
     start = time.perf_counter()
     uri = str(uri)
-    ds = Dataset(uri)  # raises DatasetError without a manifest
+    ds = Dataset(uri, check_shards=False)  # raises DatasetError without a manifest; shard_path checks shards
     rules, card = _rules(ds)
+    card_error = None
+    try:
+        ds.card  # noqa: B018 (training reads it: it must parse)
+    except (storage.StorageError, ValueError) as exc:
+        card_error = f"unreadable ({exc})"
     records = ds.records
     images = _image_stats(ds, records, progress)
-    df = _rows_frame(records, images)
+    df = _rows_frame(records, images, None if storage.is_s3(uri) else Path(uri).resolve(), rules.kind)
     read_s = time.perf_counter() - start
 
     gx, gxe = _gx()
     gx_start = time.perf_counter()
     context = gx.get_context(mode="ephemeral")
     checks = _run_suite(gx, context, SUITE, _row_checks(gxe, rules), df)
+    files = _run_suite(gx, context, FILES_SUITE, _files_checks(gxe), _files_frame(rules, card, card_error))
+    at = next(k for k, c in enumerate(checks) if c.name == "manifest_fields") + 1
+    checks[at:at] = files
     balance, n_fonts = _balance_frame(df, rules)
     if len(df) < MIN_BALANCE_ROWS:
         balance_results = [
@@ -539,6 +719,12 @@ def validate_dataset(
         balance_results = [
             CheckResult("font_balance", False, "expect_column_values_to_be_between", "no train rows"),
             *_run_suite(gx, context, BALANCE_SUITE, _balance_checks(gxe, 1)[1:], balance),
+        ]
+    elif balance.loc[balance["kind"] == "font", "rows"].sum() < MIN_ROWS_PER_FONT * n_fonts:
+        too_few = f"{TOO_FEW_ROWS} per font (fewer than {MIN_ROWS_PER_FONT} train-font rows per font)"
+        balance_results = [
+            CheckResult("font_balance", True, "expect_column_values_to_be_between", too_few),
+            *_run_suite(gx, context, BALANCE_SUITE, _balance_checks(gxe, n_fonts)[1:], balance),
         ]
     else:
         balance_results = _run_suite(gx, context, BALANCE_SUITE, _balance_checks(gxe, n_fonts), balance)

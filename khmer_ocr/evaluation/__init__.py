@@ -18,6 +18,7 @@ from khmer_ocr.evaluation.metrics import (
     measure_latency,
     nfc,
     score,
+    score_by_level,
 )
 from khmer_ocr.evaluation.report import EvaluationReport, build_report, gate_metrics
 
@@ -40,4 +41,5 @@ __all__ = [
     "measure_latency",
     "nfc",
     "score",
+    "score_by_level",
 ]

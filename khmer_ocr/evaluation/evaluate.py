@@ -1,4 +1,5 @@
-"""Evaluating a model on a dataset's test splits: metrics per split, latency, gates, error analysis."""
+"""Evaluating a model on a dataset's test splits: metrics per split and per difficulty level, latency, gates,
+error analysis."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def evaluate(
     latency_lines: int = 50,
     batch_size: int = 32,
 ) -> EvaluationReport:
-    """Recognize every line of the splits, score them, time batch-1 inference on one thread, check gates.
+    """Recognize every line of the splits, score them (each split whole and per difficulty level, from the
+    records' `difficulty` field), time batch-1 inference on one thread, check gates.
 
     Latency is measured the way the gates mean it: one line at a time, one CPU thread, preprocessing
     included.
@@ -34,6 +36,7 @@ def evaluate(
     dataset = Dataset(dataset_uri)
     reader = ShardReader(dataset)
     per_split: dict[str, tuple[list[str], list[str]]] = {}
+    levels: dict[str, list[int | None]] = {}
     sample_images = []
     for split in splits:
         records = dataset.split(split)[:max_lines]
@@ -43,6 +46,7 @@ def evaluate(
         sample_images += images[: max(0, latency_lines - len(sample_images))]
         hyps = [p.text for p in recognizer.predict(images, batch_size=batch_size)]
         per_split[split] = ([r["text"] for r in records], hyps)
+        levels[split] = [r.get("difficulty") for r in records]
     if not per_split:
         raise ValueError(f"{dataset_uri} has no lines in splits {list(splits)}")
     threads = torch.get_num_threads()
@@ -62,4 +66,5 @@ def evaluate(
         gates=load_gates(gates),
         primary_split=primary,
         gate_set=str(gates),
+        levels=levels,
     )

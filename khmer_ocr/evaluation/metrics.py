@@ -12,6 +12,7 @@ Definitions (the founding plan: "character accuracy = 1 - CER over NFC code poin
 * sequence accuracy = the fraction of lines whose hypothesis equals the reference exactly (after NFC).
 * cluster CER = the same as CER over orthographic clusters (khmer_ocr.script.clusters) instead of code points:
   a wrong subscript costs one cluster error but two code-point errors if both COENG and consonant are lost.
+* per difficulty level (`score_by_level`): the same metrics over the lines of each level alone.
 """
 
 from __future__ import annotations
@@ -209,6 +210,38 @@ def score(refs: Sequence[str], hyps: Sequence[str]) -> TextMetrics:
         n_clusters=n_clusters,
         cluster_errors=cluster_errors,
     )
+
+
+def level_key(level: Any) -> str:
+    """The JSON key of a difficulty level: '1'..'5' ('unknown' for a line without one)."""
+    return "unknown" if level is None else str(level)
+
+
+def _level_order(key: str) -> tuple[int, int | str]:
+    return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
+
+
+def score_by_level(refs: Sequence[str], hyps: Sequence[str], levels: Sequence[Any]) -> dict[str, TextMetrics]:
+    """`score` applied to each difficulty level's lines: {level key: TextMetrics}, levels in ascending order.
+
+    levels[k] is line k's level (an int 1..5 in generated datasets; keys are strings so that they survive
+    JSON, see `level_key`). Each level is scored on its own, pooled over its lines, exactly as `score` does.
+    """
+    _check_pairs(refs, hyps)
+    if len(levels) != len(refs):
+        raise ValueError(f"got {len(refs)} lines but {len(levels)} difficulty levels; they must pair up")
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for r, h, lv in zip(refs, hyps, levels, strict=True):
+        g = groups.setdefault(level_key(lv), ([], []))
+        g[0].append(r)
+        g[1].append(h)
+    out: dict[str, TextMetrics] = {}
+    for key in sorted(groups, key=_level_order):
+        try:
+            out[key] = score(*groups[key])
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"difficulty level {key}: {exc}") from exc
+    return out
 
 
 def code_point(ch: str) -> str:

@@ -1,15 +1,17 @@
-"""The evaluation report: per-split metrics, latency, gates and error analysis, as JSON and as a summary."""
+"""The evaluation report: per-split and per-difficulty-level metrics, latency, gates and error analysis, as
+JSON and as a summary."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from khmer_ocr.evaluation.gates import GateConfig, all_passed, evaluate_gates, format_gate
-from khmer_ocr.evaluation.metrics import error_analysis, score
+from khmer_ocr.evaluation.metrics import error_analysis, score, score_by_level
 
 
 @dataclass
@@ -25,6 +27,9 @@ class EvaluationReport:
     primary_split: str = "test"
     gate_set: str = "milestones"  # the gate profile name or YAML path the gates came from
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # split name -> difficulty level ("1".."5") -> TextMetrics.to_dict() of that level's lines; empty in
+    # reports written before levels were scored (from_dict reads those unchanged)
+    levels: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,10 +59,16 @@ class EvaluationReport:
             f"{'cluster CER':>13}",
         ]
         for name, m in self.splits.items():
+            lines.append(f"{name:<18}{_metric_columns(m)}")
+        if any(self.levels.values()):
+            lines.append("per difficulty level (1 short and clean .. 5 long and degraded):")
             lines.append(
-                f"{name:<18}{m['n_lines']:>8}{m['n_chars']:>10}{m['cer']:>10.2%}{m['char_accuracy']:>10.2%}"
-                f"{m['sequence_accuracy']:>10.2%}{m['cluster_cer']:>13.2%}"
+                f"  {'split':<16}{'level':>6}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}"
+                f"{'seq acc':>10}{'cluster CER':>13}"
             )
+            for name, per_level in self.levels.items():
+                for level, m in per_level.items():
+                    lines.append(f"  {name:<16}{level:>6}{_metric_columns(m)}")
         if self.latency:
             lat = ", ".join(
                 f"{k.removeprefix('ms_')} {v:.2f} ms" if k.startswith("ms_") else f"{k} {v}"
@@ -74,6 +85,13 @@ class EvaluationReport:
         lines.extend(format_gate(g) for g in self.gates)
         lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
+
+
+def _metric_columns(m: dict[str, Any]) -> str:
+    return (
+        f"{m['n_lines']:>8}{m['n_chars']:>10}{m['cer']:>10.2%}{m['char_accuracy']:>10.2%}"
+        f"{m['sequence_accuracy']:>10.2%}{m['cluster_cer']:>13.2%}"
+    )
 
 
 def gate_metrics(split_metrics: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
@@ -94,14 +112,30 @@ def build_report(
     primary_split: str = "test",
     top_k: int = 20,
     gate_set: str = "milestones",
+    levels: dict[str, Sequence[Any]] | None = None,
 ) -> EvaluationReport:
-    """Score every split (refs, hyps), analyse the primary split's errors and check the gates on it."""
+    """Score every split (refs, hyps), analyse the primary split's errors and check the gates on it.
+
+    levels: for some or all splits, the difficulty level of each line (in the order of its refs); those
+    splits are also scored per level (`score_by_level`). Gates only ever see the whole primary split.
+    """
     if primary_split not in per_split:
         raise ValueError(f"primary split {primary_split!r} not among the scored splits {sorted(per_split)}")
     splits: dict[str, dict[str, Any]] = {}
     for name, (refs, hyps) in per_split.items():
         try:
             splits[name] = score(refs, hyps).to_dict()
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"split {name!r}: {exc}") from exc
+    levels = levels or {}
+    unknown = sorted(set(levels) - set(per_split))
+    if unknown:
+        raise ValueError(f"difficulty levels given for split(s) {unknown} that are not scored")
+    by_level: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in (n for n in per_split if n in levels):
+        refs, hyps = per_split[name]
+        try:
+            by_level[name] = {k: m.to_dict() for k, m in score_by_level(refs, hyps, levels[name]).items()}
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"split {name!r}: {exc}") from exc
     refs, hyps = per_split[primary_split]
@@ -117,4 +151,5 @@ def build_report(
         passed=all_passed(results),
         primary_split=primary_split,
         gate_set=gate_set,
+        levels=by_level,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def mask_columns(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -27,6 +26,11 @@ def needs_mask(images: torch.Tensor, widths: torch.Tensor) -> bool:
     """Whether any image of the batch is padded. Always true while tracing, so that an exported module
     masks whatever batch it is given."""
     return torch.jit.is_tracing() or bool((widths < images.size(-1)).any())
+
+
+def strided_length(lengths: torch.Tensor, stride: int) -> torch.Tensor:
+    """Valid columns after a 3-wide convolution with padding 1 and this stride: ceil(L / stride)."""
+    return (lengths + stride - 1) // stride
 
 
 def conv_bn(cin: int, cout: int, kernel=3, stride=1, padding=1, groups: int = 1) -> nn.Sequential:
@@ -142,10 +146,12 @@ class LinearBN(nn.Sequential):
 
 
 class FastBackbone(nn.Module):
-    """Depthwise-separable CNN for CPU inference: a stride-2 3x3 stem, then `blocks` as (channels,
-    (height stride, width stride)); with the stem the strides must bring the height to H/16 and the width
-    to ceil(W/4). The remaining H/16 rows of each column are flattened and projected to `out_dim` features
-    per frame (a full (H/16 x 1) convolution, as one matrix product).
+    """Depthwise-separable CNN for CPU inference: a 3x3 stem of `stem_stride` (height 2, width 1 or 2),
+    then `blocks` as (channels, (height stride, width stride)); with the stem the strides must bring the
+    height to H/16 and the width to ceil(W / s) for a total width stride s of 2, 3 or 4 (s sets the CTC
+    frames per character: at H = 48, s = 3 gives about 4 frames per Khmer code point, as Tesseract's
+    Khmer network). The remaining H/16 rows of each column are flattened and projected to `out_dim`
+    features per frame (a full (H/16 x 1) convolution, as one matrix product).
 
     Tuned for eager PyTorch on one CPU thread: activations are channels_last from the first pointwise
     convolution on (depthwise convolutions run about twice as fast so), 1x1 convolutions are matrix
@@ -157,16 +163,22 @@ class FastBackbone(nn.Module):
         blocks: tuple[tuple[int, tuple[int, int]], ...],
         out_dim: int,
         input_height: int = 48,
+        stem_stride: tuple[int, int] = (2, 2),
     ) -> None:
         super().__init__()
         if input_height % 16:
             raise ValueError(f"input_height must be a multiple of 16, got {input_height}")
-        h_stride, w_stride = 2, 2
+        h_stride, w_stride = stem_stride
         for _, (sh, sw) in blocks:
             h_stride, w_stride = h_stride * sh, w_stride * sw
-        if (h_stride, w_stride) != (16, 4):
-            raise ValueError(f"fast blocks must stride (16, 4) with the stem, got ({h_stride}, {w_stride})")
-        self.stem = nn.Sequential(conv_bn(1, stem, 3, 2, 1), nn.ReLU(inplace=True))
+        if h_stride != 16 or w_stride not in (2, 3, 4):
+            raise ValueError(
+                f"fast blocks must stride the height by 16 and the width by 2, 3 or 4 with the stem, got"
+                f" ({h_stride}, {w_stride})"
+            )
+        self.width_stride = w_stride
+        self.stem_width_stride = stem_stride[1]
+        self.stem = nn.Sequential(conv_bn(1, stem, 3, tuple(stem_stride), 1), nn.ReLU(inplace=True))
         layers, cin = [], stem
         for cout, stride in blocks:
             layers.append(DepthwiseSeparable(cin, cout, tuple(stride)))
@@ -176,21 +188,36 @@ class FastBackbone(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 1, H, W), widths (B,) -> features (B, ceil(W / 4), out_dim), frame lengths (B,)."""
+        """images (B, 1, H, W), widths (B,) -> features (B, ceil(W / s), out_dim) for the width stride s,
+        frame lengths (B,)."""
         masked = needs_mask(images, widths)
-        lengths = (widths.clamp(max=images.size(-1)) + 1) // 2  # 3-wide kernel, padding 1, stride 2
+        # a 3-wide kernel with padding 1 and stride k keeps ceil(L / k) of L columns
+        lengths = strided_length(widths.clamp(max=images.size(-1)), self.stem_width_stride)
         x = mask_columns(self.stem(images), lengths if masked else None)
         for block in self.blocks:
-            if block.width_stride == 2:
-                lengths = (lengths + 1) // 2
+            lengths = strided_length(lengths, block.width_stride)
             x = block(x, lengths if masked else None)
         b, c, h, t = x.shape
         x = F.relu(self.collapse(x.permute(0, 3, 2, 1).reshape(b, t, h * c)), inplace=True)  # (B, T, D)
         return x, lengths.clamp(min=1)
 
 
+def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of x (B, T, C) within its valid length; padding frames stay where they are."""
+    t = torch.arange(x.size(1), device=x.device)[None, :]
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return x.gather(1, index[:, :, None].expand_as(x))
+
+
 class BiLSTMEncoder(nn.Module):
-    """Stacked bidirectional LSTM over frames; padding frames are packed away (outputs there are 0)."""
+    """Stacked bidirectional LSTM over frames of a right-padded batch; outputs at padding frames are 0.
+
+    Padding never reaches a valid frame: the forward direction reads the padded sequence (padding comes
+    after every valid frame), the backward direction reads each sequence reversed within its length. Both
+    run as plain (unpacked) LSTM calls on the weights of one `nn.LSTM(bidirectional=True)`: the same
+    results as packing the batch, without the per-time-step slicing that makes packed backward passes
+    quadratic in the length on the CPU.
+    """
 
     def __init__(self, in_dim: int, hidden: int, layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
@@ -204,11 +231,24 @@ class BiLSTMEncoder(nn.Module):
         )
         self.out_dim = 2 * hidden
 
+    def _direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        rnn = self.rnn
+        weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh")]
+        if rnn.bias:
+            weights += [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("bias_ih", "bias_hh")]
+        h0 = x.new_zeros(1, x.size(0), rnn.hidden_size)
+        return torch._VF.lstm(x, (h0, h0), weights, rnn.bias, 1, 0.0, self.training, False, True)[0]
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, C), lengths (B,) -> (B, T, 2 * hidden)."""
         if not torch.jit.is_tracing() and bool((lengths >= x.size(1)).all()):
-            return self.rnn(x)[0]  # no padding: packing would change nothing
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True)  # to the longest length, maybe < T
-        return F.pad(out, (0, 0, 0, x.size(1) - out.size(1)))
+            return self.rnn(x)[0]  # no padding: one fused call
+        lengths = lengths.clamp(max=x.size(1))
+        keep = (torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        for layer in range(self.rnn.num_layers):
+            if layer > 0 and self.rnn.dropout > 0:
+                x = F.dropout(x, self.rnn.dropout, self.training)
+            forward = self._direction(x, layer, "")
+            backward = reverse_valid(self._direction(reverse_valid(x, lengths), layer, "_reverse"), lengths)
+            x = torch.cat([forward, backward], dim=-1) * keep.to(x.dtype)
+        return x

@@ -33,8 +33,22 @@ class OptimConfig:
 
 
 @dataclass
+class StreamConfig:
+    """Training lines rendered on the fly (`khmer-ocr train --stream`) instead of read from a dataset."""
+
+    enabled: bool = False
+    profile: str = "reference"  # data profile (khmer_ocr/configs/data/) the lines are generated with
+    overrides: list[str] = field(default_factory=list)  # key=value into that data config
+    workers: int = 1  # generator processes (0: in the training process)
+    group_batches: int = 8  # batches rendered together and grouped by width
+    steps_per_epoch: int = 1000  # steps between validations, checkpoints of the best model
+    curriculum_samples: int = 0  # the curriculum schedule runs over this many samples (0: none)
+    eval_lines: int = 2000  # size of the validation/test set generated at start when no dataset is given
+
+
+@dataclass
 class TrainDataConfig:
-    dataset: str = ""  # folder or s3:// prefix of a generated dataset
+    dataset: str = ""  # folder or s3:// prefix of a generated dataset (with --stream: val/test only)
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_split: str = "val"
     max_width: int = 1600
@@ -42,6 +56,7 @@ class TrainDataConfig:
     num_workers: int = 0
     curriculum: bool = False
     schedule: CurriculumSchedule = field(default_factory=CurriculumSchedule)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
 
 @dataclass
@@ -59,6 +74,10 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint, model folder, or models:/name@alias to transfer from
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int = 200
+    # wall-clock budget of the whole run (resumes included): the learning-rate schedule is laid over it
+    # and training stops, validates and writes the model when it is spent; epochs then only cap the run
+    # and early stopping is off (the schedule only reaches its low rates at the end of the budget)
+    time_budget_minutes: float | None = None
 
 
 def load_train_config(

@@ -106,8 +106,14 @@ class Batch:
         )
 
 
-def collate(samples: list[tuple[np.ndarray, list[int], str]]) -> Batch:
-    images, widths = batch_lines([s[0] for s in samples])
+# Training batches are padded to a multiple of this width: a few shapes instead of hundreds keeps oneDNN's
+# per-shape kernel cache and the allocator's fragmentation small over a long CPU run (its memory kept
+# growing by gigabytes an hour with 4-pixel steps), for about 4 % more columns.
+TRAIN_WIDTH_MULTIPLE = 32
+
+
+def collate(samples: list[tuple[np.ndarray, list[int], str]], multiple: int = TRAIN_WIDTH_MULTIPLE) -> Batch:
+    images, widths = batch_lines([s[0] for s in samples], multiple)
     longest = max(len(s[1]) for s in samples)
     targets = torch.full((len(samples), longest + 2), PAD, dtype=torch.long)
     for i, (_, ids, _) in enumerate(samples):

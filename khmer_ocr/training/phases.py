@@ -30,7 +30,7 @@ def _best_row(result: TrainResult) -> dict:
 
 def train_config(
     name: str,
-    dataset: str,
+    dataset: str | None,
     out_dir: str | Path,
     profile: str | None = None,
     overrides: list[str] | None = None,
@@ -44,7 +44,9 @@ def train_config(
     With track or a tracking_uri the run is recorded in MLflow (khmer_ocr.tracking.MlflowTracker; the URI
     defaults to MLFLOW_TRACKING_URI, else ./mlflow.db); re-running into the same out_dir resumes its run.
     """
-    extra = [f"data.dataset={dataset}"] + ([f"init_from={init_from}"] if init_from else [])
+    extra = ([f"data.dataset={dataset}"] if dataset else []) + (
+        [f"init_from={init_from}"] if init_from else []
+    )
     cfg = load_train_config(name, profile, [*extra, *(overrides or [])])
     tracker = None
     if track or tracking_uri:
@@ -70,6 +72,12 @@ def comparison_table(runs: list[PhaseRun]) -> str:
             f"| {r.name} | {r.result.best_epoch} | {r.val_char_accuracy:.2%} | {r.val_sequence_accuracy:.2%} "
             f"| {r.result.epochs_run} |"
         )
+    if len(runs) > 1 and len({round(r.val_char_accuracy, 6) for r in runs}) == 1:
+        lines.append(
+            f"\nAll {len(runs)} configurations tie at {runs[0].val_char_accuracy:.2%} validation character "
+            "accuracy: too little training to rank them (the demo profile trains for minutes from scratch); "
+            f"the best is the first one in order ({runs[0].name}). Train longer (--profile full) to compare."
+        )
     return "\n".join(lines)
 
 
@@ -89,20 +97,23 @@ def run_phase3_1(
     (comparison.md) and the tags phase3_1_best / phase3_1_is_best.
     """
     out = Path(out_dir)
-    runs = [
-        train_config(
-            f"phase3_1/{c}",
-            dataset,
-            out / c,
-            profile,
-            overrides,
-            progress=progress,
-            tracking_uri=tracking_uri,
-            track=track,
+    runs = []
+    for i, c in enumerate(configs, 1):
+        if progress:
+            print(f"phase 3.1: configuration {i}/{len(configs)}: {c}", flush=True)
+        runs.append(
+            train_config(
+                f"phase3_1/{c}",
+                dataset,
+                out / c,
+                profile,
+                overrides,
+                progress=progress,
+                tracking_uri=tracking_uri,
+                track=track,
+            )
         )
-        for c in configs
-    ]
-    best = max(runs, key=lambda r: r.val_char_accuracy)
+    best = max(runs, key=lambda r: r.val_char_accuracy)  # the first of equals: see comparison_table
     table = comparison_table(runs)
     (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
     if track or tracking_uri:

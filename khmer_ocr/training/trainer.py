@@ -10,8 +10,8 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from khmer_ocr.config import save_config, to_dict
+from khmer_ocr.config import ConfigError, save_config, to_dict
+from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.dataset import Dataset
 from khmer_ocr.evaluation.metrics import score
 from khmer_ocr.inference import load_model, save_model
@@ -27,7 +28,8 @@ from khmer_ocr.models import build_model
 from khmer_ocr.training.config import TrainConfig
 from khmer_ocr.training.data import Batch, LineSamples, collate, width_batches
 from khmer_ocr.training.losses import RecognitionLoss
-from khmer_ocr.training.schedule import warmup_cosine
+from khmer_ocr.training.schedule import warmup_cosine, warmup_cosine_progress
+from khmer_ocr.training.stream import LineStream, StreamPosition, stream_batches
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -83,8 +85,9 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def _transfer(model: torch.nn.Module, ref: str) -> int:
-    """Load the weights whose names and shapes match from a checkpoint, model folder or registry ref."""
+def _transfer(model: torch.nn.Module, ref: str) -> str:
+    """Load the weights whose names and shapes match from a checkpoint, model folder or registry ref;
+    returns what was transferred and what was not, by module, in one line."""
     if ref.startswith("models:/"):
         from khmer_ocr.registry import download_model
 
@@ -97,7 +100,18 @@ def _transfer(model: torch.nn.Module, ref: str) -> int:
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
-    return len(matched)
+
+    def by_module(keys) -> str:
+        counts: dict[str, int] = {}
+        for k in keys:
+            counts[".".join(k.split(".")[:2])] = counts.get(".".join(k.split(".")[:2]), 0) + 1
+        return ", ".join(f"{m} ({n})" for m, n in sorted(counts.items())) or "nothing"
+
+    fresh = [k for k in own if k not in matched]
+    return (
+        f"init_from {ref}: transferred {len(matched)} of {len(own)} tensors: {by_module(matched)}; "
+        f"trained from scratch (new in this model or shaped differently): {by_module(fresh)}"
+    )
 
 
 @torch.inference_mode()
@@ -116,6 +130,90 @@ def decode_texts(
     return [hyps[i] for i in indices]
 
 
+def _eval_dataset(cfg: TrainConfig, out: Path, data_cfg: DataConfig, rank: int) -> str:
+    """The dataset validation reads: cfg.data.dataset, or (streamed training without one) a small set of
+    val/test lines generated into out/eval-data with the stream's split fractions, validated with Great
+    Expectations when it is installed."""
+    if cfg.data.dataset:
+        return cfg.data.dataset
+    path = out / "eval-data"
+    if rank == 0 and not (path / "manifest.jsonl").exists():
+        from khmer_ocr.data.dataset import generate_dataset
+
+        eval_cfg = replace(
+            data_cfg,
+            name=f"{data_cfg.name}-eval",
+            num_samples=cfg.data.stream.eval_lines,
+            seed=data_cfg.seed + 1,
+            splits=["val", "test"],
+        )
+        generate_dataset(
+            eval_cfg, path, workers=max(1, cfg.data.stream.workers), overwrite=True, progress=False
+        )
+        import importlib.util
+
+        if importlib.util.find_spec("great_expectations") is None:  # validate imports it when it runs
+            print(f"{path}: not validated (great-expectations is not installed here)")
+        else:
+            from khmer_ocr.data.validate import validate_dataset
+
+            report = validate_dataset(str(path), path, progress=False)
+            if not report.success:
+                raise ValueError(
+                    f"the generated evaluation set {path} failed validation:\n{report.summary()}"
+                )
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return str(path)
+
+
+# What a resumed run may change: they only extend or watch it (the rest would be silently ignored, since the
+# optimizer, schedule, data order and RNG all come back from the checkpoint).
+RESUMABLE_CHANGES = (
+    "optim.epochs",
+    "time_budget_minutes",
+    "checkpoint_every_steps",
+    "early_stopping_patience",
+    "data.max_val_lines",
+    "data.stream.workers",
+    "data.num_workers",
+    "init_from",
+)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("mix",):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.loads(json.dumps(v, default=str))  # tuples and lists compare equal
+    return out
+
+
+def refuse_changed_config(saved: dict, current: dict, out: Path) -> None:
+    """ConfigError when resuming `out` with a config that differs from its checkpoint's in anything but
+    RESUMABLE_CHANGES (keys the checkpoint predates are not compared)."""
+    old, new = _flat(saved), _flat(current)
+    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k] and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+        raise ConfigError(
+            f"{out} holds a run trained with another config ({details}); a resumed run keeps its "
+            f"checkpoint's optimizer, schedule and data order, so only {', '.join(RESUMABLE_CHANGES)} may "
+            "change. Use a new --out (with --init-from to start from its weights)."
+        )
+
+
+def stream_data_config(cfg: TrainConfig) -> DataConfig:
+    """The data config of streamed training lines: the stream's profile and overrides, seed = cfg.seed
+    unless an override sets it."""
+    from khmer_ocr.config import load_config, profile_path
+
+    overrides = [f"seed={cfg.seed}", *cfg.data.stream.overrides]
+    return load_config(DataConfig, profile_path("data", cfg.data.stream.profile), overrides)
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -126,6 +224,9 @@ def train(
 ) -> TrainResult:
     """Train (or resume training) cfg into out_dir: checkpoints/, model/ (best weights), history.json.
 
+    Lines come from a generated dataset (cfg.data.dataset) or, with cfg.data.stream.enabled, from the
+    generator on the fly (validation then reads cfg.data.dataset or a small generated set). With
+    cfg.time_budget_minutes the schedule follows the wall clock and the run ends when the budget is spent.
     stop_after_steps ends the run after that many optimizer steps of this call (used to test resume).
     """
     out = Path(out_dir)
@@ -133,41 +234,29 @@ def train(
     rank, local_rank, world = _distributed()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     _seed_all(cfg.seed + rank)
-    if not cfg.data.dataset:
+    streaming = cfg.data.stream.enabled
+    data_cfg = stream_data_config(cfg) if streaming else None
+    if not cfg.data.dataset and not streaming:
         raise ValueError("data.dataset is not set: pass a generated dataset folder or s3:// prefix")
-    dataset = Dataset(cfg.data.dataset)
+    dataset = Dataset(_eval_dataset(cfg, out, data_cfg, rank) if streaming else cfg.data.dataset)
     charset = dataset.charset
     cfg.model.num_classes = len(charset)
     model = build_model(cfg.model).to(device)
-    train_set = LineSamples(
-        dataset,
-        cfg.data.train_splits,
-        charset,
-        cfg.model.input_height,
-        cfg.data.max_width,
-        cfg.model.max_length,
-    )
-    val_set = LineSamples(
-        dataset,
-        [cfg.data.val_split],
-        charset,
-        cfg.model.input_height,
-        cfg.data.max_width,
-        cfg.model.max_length,
-    )
+    line_args = (charset, cfg.model.input_height, cfg.data.max_width, cfg.model.max_length)
+    train_set = None if streaming else LineSamples(dataset, cfg.data.train_splits, *line_args)
+    val_set = LineSamples(dataset, [cfg.data.val_split], *line_args)
     val_idx = list(range(min(len(val_set), cfg.data.max_val_lines)))
     loss_fn = RecognitionLoss(cfg.loss, charset)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps_per_epoch = -(-len(train_set) // (cfg.optim.batch_size * world))
+    if streaming:
+        steps_per_epoch = cfg.data.stream.steps_per_epoch
+    else:
+        steps_per_epoch = -(-len(train_set) // (cfg.optim.batch_size * world))
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.optim.epochs
     warmup = int(cfg.optim.warmup_fraction * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, total, warmup, cfg.optim.min_lr_ratio)
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
     state = {
         "epoch": 0,
         "step_in_epoch": 0,
@@ -176,17 +265,35 @@ def train(
         "best_epoch": -1,
         "bad_epochs": 0,
         "history": [],
+        "elapsed_s": 0.0,  # training wall time of all calls so far (the time budget counts it)
+        "samples": 0,
+        "stream": {"group": 0, "batch": 0},
     }
+
+    def lr_factor(step: int) -> float:
+        if budget_s:
+            return warmup_cosine_progress(
+                state["elapsed_s"] / budget_s, cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio
+            )
+        return warmup_cosine(step, total, warmup, cfg.optim.min_lr_ratio)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     if (ckpt_dir / LAST).exists():  # exact resume
         ckpt = torch.load(ckpt_dir / LAST, map_location=device, weights_only=True)
+        refuse_changed_config(ckpt.get("config", {}), to_dict(cfg), out)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        state = ckpt["state"]
+        state = {**state, **ckpt["state"]}
         _set_rng_state(ckpt["rng"])
     elif cfg.init_from:
-        _transfer(model, cfg.init_from)
+        transferred = _transfer(model, cfg.init_from)
+        if rank == 0:
+            print(transferred, flush=True)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -217,26 +324,56 @@ def train(
         )
         tmp.replace(ckpt_dir / name)
 
-    steps_this_call = 0
-    stopped_early = False
-    while state["epoch"] < cfg.optim.epochs:
-        epoch = state["epoch"]
+    stream_iter = None
+    if streaming:
+        if world > 1:
+            raise ValueError("streamed training runs on one process; use a generated dataset with torchrun")
+        stream = LineStream(
+            data_cfg,
+            *line_args,
+            batch_size=cfg.optim.batch_size,
+            group_batches=cfg.data.stream.group_batches,
+            curriculum=cfg.data.schedule if cfg.data.curriculum else None,
+            curriculum_samples=cfg.data.stream.curriculum_samples,
+        )
+        position = StreamPosition(**state["stream"])
+        stream_iter = stream_batches(stream, position, cfg.data.stream.workers)
+
+    def epoch_batches(epoch: int) -> Iterator[Batch]:
+        """The rest of this epoch's batches (after the steps a resumed run already took)."""
+        todo = steps_per_epoch - state["step_in_epoch"]
+        if stream_iter is not None:
+            for _ in range(todo):
+                batch = next(stream_iter)
+                state["stream"] = {"group": position.group, "batch": position.batch}
+                yield batch
+            return
         weights = None
         if cfg.data.curriculum:
             weights = cfg.data.schedule.weights(train_set.difficulties, epoch / max(1, cfg.optim.epochs - 1))
         batches = width_batches(train_set.widths, cfg.optim.batch_size * world, cfg.seed, epoch, weights)
         batches = [b[rank::world] for b in batches[:steps_per_epoch]]
+        for idx in batches[state["step_in_epoch"] :]:
+            yield collate([train_set[i] for i in idx])
+
+    steps_this_call = 0
+    stopped_early = out_of_time = False
+    while state["epoch"] < cfg.optim.epochs and not out_of_time:
+        epoch = state["epoch"]
         net.train()
         t0, seen, losses = time.perf_counter(), 0, state["epoch_losses"]
         bar = tqdm(
-            batches[state["step_in_epoch"] :],
+            epoch_batches(epoch),
+            total=steps_per_epoch,
+            initial=state["step_in_epoch"],
             desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
             disable=not progress or rank != 0,
             unit="batch",
         )
-        for idx in bar:
-            batch: Batch = collate([train_set[i] for i in idx]).to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        step_start = time.perf_counter()
+        for cpu_batch in bar:
+            batch = cpu_batch.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = net(batch.images, batch.widths, batch.targets[:, :-1])
                 loss, _ = loss_fn(outputs, batch)
             opt.zero_grad(set_to_none=True)
@@ -245,9 +382,13 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             scaler.step(opt)
             scaler.update()
+            now = time.perf_counter()
+            state["elapsed_s"] += now - step_start
+            step_start = now
             sched.step()
             state["step_in_epoch"] += 1
-            seen += len(idx)
+            state["samples"] += len(batch.texts) * world
+            seen += len(batch.texts)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             steps_this_call += 1
@@ -256,6 +397,10 @@ def train(
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                 checkpoint(LAST)
                 return TrainResult(out, state["best"], state["best_epoch"], epoch, False, state["history"])
+            if budget_s and state["elapsed_s"] >= budget_s:
+                out_of_time = True  # validate and keep the model as at the end of an epoch
+                break
+        bar.close()
         seconds = time.perf_counter() - t0
         refs = [val_set.records[i]["text"] for i in val_idx]
         metrics = score(refs, decode_texts(model, val_set, val_idx, device)).to_dict()
@@ -264,6 +409,8 @@ def train(
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "lr": sched.get_last_lr()[0],
             "samples_per_s": seen * world / max(seconds, 1e-9),
+            "samples": state["samples"],
+            "elapsed_min": state["elapsed_s"] / 60,
             **{f"val_{k}": v for k, v in metrics.items()},
         }
         state["history"].append(row)
@@ -284,7 +431,9 @@ def train(
                 on_epoch(row)
             if tracker:
                 tracker.log_epoch(row)
-        if state["bad_epochs"] >= cfg.early_stopping_patience:
+        # with a time budget the schedule anneals over the budget: stopping early would keep a model that
+        # never saw the low learning rates, so the budget alone ends the run
+        if not budget_s and state["bad_epochs"] >= cfg.early_stopping_patience:
             stopped_early = True
             break
     result = TrainResult(

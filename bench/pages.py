@@ -1,0 +1,352 @@
+"""Benchmark: reading whole pages, the project's PageReader against Tesseract 5 `khm`, on the same pages.
+
+Pages are synthetic (khmer_ocr.data.pages: clean documents, application screenshots, scans, phone photos;
+mixed sizes and fonts, headings, indents, two columns), generated here from --seed (or read from a page
+dataset with --data). For every page and method: line finding precision and recall (a found line matches a
+true line one to one at box IoU >= 0.5), page CER (the lines' texts joined by newlines in reading order;
+khmer_ocr.evaluation's `score`, pooled over the pages) and ms per page (median, one thread, from the decoded
+grayscale image, everything included: finding, cropping, recognition).
+
+Methods:
+  khmer-ocr            PageReader: the classical line finder (khmer_ocr.pages.layout) + the recognizer
+  tesseract --psm 6    Tesseract `khm`, one uniform block of text (its line boxes from its TSV output)
+  tesseract --psm 3    Tesseract `khm`, its full automatic page segmentation
+  --detectors also times and scores line finding alone for: the classical finder, Tesseract's layout
+  analysis (--psm 3, no recognition) and, when the package can be imported, PP-OCRv4's text detector as
+  shipped in the rapidocr-onnxruntime wheel (Apache-2.0; weights in the wheel, nothing downloaded), with
+  its boxes read by the project's recognizer for a page CER.
+
+Tesseract runs through its C API (libtesseract, from the Debian package tesseract-ocr; `khm` from
+tesseract-ocr-khm: `bash infra/setup/bench-deps.sh`), OMP_THREAD_LIMIT=1, `khm` loaded once. Its text is
+normalized as the references are (khmer_ocr.script.normalize per line, empty lines dropped).
+
+Run: `.venv/bin/python bench/pages.py` (80 pages, about two minutes here); `--pages N`, `--seed S`,
+`--data DIR` (a dataset of kind pages), `--model DIR`, `--detectors`. PP-OCRv4 det is no dependency of the
+project; to measure it, install it beside the venv and put it on the path, e.g.
+`pip install --no-deps --target /tmp/rapid rapidocr-onnxruntime==1.4.4 onnxruntime pyclipper shapely
+flatbuffers` then `PYTHONPATH=/tmp/rapid .venv/bin/python bench/pages.py --detectors`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OMP_THREAD_LIMIT"] = "1"  # Tesseract: one thread (libgomp reads it when torch loads)
+
+import argparse
+import ctypes
+import ctypes.util
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from khmer_ocr.pages import LineFinder, PageReader
+from khmer_ocr.pages.layout import _xy_order
+from khmer_ocr.pages.metrics import DetectionCounts, page_cer
+from khmer_ocr.script import normalize
+
+STYLES = ("clean", "screen", "scan", "photo")
+INSTALL_HINT = "install it with `bash infra/setup/bench-deps.sh` (Debian: tesseract-ocr tesseract-ocr-khm)"
+DEFAULT_DPI = 70  # what the CLI assumes for an image without a resolution
+
+
+@dataclass
+class Page:
+    image: np.ndarray
+    style: str
+    text: str
+    boxes: list[tuple[int, int, int, int]]
+
+
+@dataclass
+class Result:
+    text: str
+    boxes: list[tuple[int, int, int, int]]
+    ms: float
+
+
+@dataclass
+class Tally:
+    det: DetectionCounts = field(default_factory=DetectionCounts)
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+
+    def add(self, page: Page, result: Result) -> None:
+        self.det.add(page.boxes, result.boxes)
+        self.refs.append(page.text)
+        self.hyps.append(result.text)
+        self.ms.append(result.ms)
+
+
+class Tesseract:
+    """libtesseract through ctypes: `khm` loaded once; text and line boxes of a page per call."""
+
+    def __init__(self, psm: int, lang: str = "khm", recognize: bool = True) -> None:
+        path = ctypes.util.find_library("tesseract") or "libtesseract.so.5"
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as exc:
+            raise SystemExit(f"libtesseract not found ({exc}): {INSTALL_HINT}") from exc
+        vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        lib.TessVersion.restype = cp
+        lib.TessBaseAPICreate.restype = vp
+        lib.TessBaseAPIInit3.argtypes = [vp, cp, cp]
+        lib.TessBaseAPISetPageSegMode.argtypes = [vp, i]
+        lib.TessBaseAPISetImage.argtypes = [vp, vp, i, i, i, i]
+        lib.TessBaseAPISetSourceResolution.argtypes = [vp, i]
+        lib.TessBaseAPIRecognize.argtypes = [vp, vp]
+        lib.TessBaseAPIGetUTF8Text.argtypes = [vp]
+        lib.TessBaseAPIGetUTF8Text.restype = vp
+        lib.TessBaseAPIGetTsvText.argtypes = [vp, i]
+        lib.TessBaseAPIGetTsvText.restype = vp
+        lib.TessBaseAPIAnalyseLayout.argtypes = [vp]
+        lib.TessBaseAPIAnalyseLayout.restype = vp
+        lib.TessPageIteratorBoundingBox.argtypes = [vp, i] + [ctypes.POINTER(ctypes.c_int)] * 4
+        lib.TessPageIteratorNext.argtypes = [vp, i]
+        lib.TessPageIteratorDelete.argtypes = [vp]
+        lib.TessDeleteText.argtypes = [vp]
+        lib.TessBaseAPIEnd.argtypes = [vp]
+        lib.TessBaseAPIDelete.argtypes = [vp]
+        self.lib, self.version, self.recognize = lib, lib.TessVersion().decode(), recognize
+        self.handle = lib.TessBaseAPICreate()
+        if lib.TessBaseAPIInit3(self.handle, None, lang.encode()) != 0:
+            raise SystemExit(f"Tesseract could not load language {lang!r}: {INSTALL_HINT}")
+        lib.TessBaseAPISetPageSegMode(self.handle, psm)
+
+    def _string(self, ptr: int | None) -> str:
+        if not ptr:
+            return ""
+        try:
+            return ctypes.string_at(ptr).decode("utf-8", errors="replace")
+        finally:
+            self.lib.TessDeleteText(ptr)
+
+    def __call__(self, image: np.ndarray) -> tuple[str, list[tuple[int, int, int, int]]]:
+        img = np.ascontiguousarray(image, dtype=np.uint8)
+        h, w = img.shape
+        self.lib.TessBaseAPISetImage(self.handle, img.ctypes.data, w, h, 1, img.strides[0])
+        self.lib.TessBaseAPISetSourceResolution(self.handle, DEFAULT_DPI)
+        if not self.recognize:
+            return "", self._layout_lines()
+        self.lib.TessBaseAPIRecognize(self.handle, None)
+        text = self._string(self.lib.TessBaseAPIGetUTF8Text(self.handle))
+        tsv = self._string(self.lib.TessBaseAPIGetTsvText(self.handle, 0))
+        boxes = []
+        for row in tsv.splitlines():
+            cols = row.split("\t")
+            if len(cols) >= 10 and cols[0] == "4":  # level 4: a text line
+                x, y, bw, bh = (int(v) for v in cols[6:10])
+                boxes.append((x, y, x + bw, y + bh))
+        lines = [normalize(t).strip() for t in text.splitlines()]
+        return "\n".join(t for t in lines if t), boxes
+
+    def _layout_lines(self) -> list[tuple[int, int, int, int]]:
+        it = self.lib.TessBaseAPIAnalyseLayout(self.handle)
+        boxes: list[tuple[int, int, int, int]] = []
+        if not it:
+            return boxes
+        level = 2  # RIL_TEXTLINE
+        c = [ctypes.c_int() for _ in range(4)]
+        while True:
+            if self.lib.TessPageIteratorBoundingBox(it, level, *(ctypes.byref(v) for v in c)):
+                boxes.append(tuple(v.value for v in c))  # type: ignore[arg-type]
+            if not self.lib.TessPageIteratorNext(it, level):
+                break
+        self.lib.TessPageIteratorDelete(it)
+        return boxes
+
+    def close(self) -> None:
+        self.lib.TessBaseAPIEnd(self.handle)
+        self.lib.TessBaseAPIDelete(self.handle)
+
+
+def rapidocr_detector() -> tuple[Callable[[np.ndarray], list[tuple[int, int, int, int]]], str] | None:
+    """PP-OCRv4's text detector from the rapidocr-onnxruntime wheel (its ONNX weights ship in the wheel),
+    one thread; None when the package is not installed."""
+    try:
+        from importlib.metadata import version
+
+        from rapidocr_onnxruntime import RapidOCR
+    except ImportError:
+        return None
+    engine = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
+
+    def detect(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        bgr = np.repeat(gray[:, :, None], 3, axis=2)
+        found, _ = engine(bgr, use_det=True, use_cls=False, use_rec=False)
+        boxes = []
+        for quad in found or []:
+            q = np.asarray(quad, float)
+            boxes.append((int(q[:, 0].min()), int(q[:, 1].min()), int(q[:, 0].max()), int(q[:, 1].max())))
+        return boxes
+
+    return detect, f"rapidocr-onnxruntime {version('rapidocr-onnxruntime')} (PP-OCRv4 det, Apache-2.0)"
+
+
+def read_boxes(reader: PageReader, gray: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> str:
+    """Another detector's boxes read by the project's recognizer, in XY-cut reading order."""
+    if not boxes:
+        return ""
+    heights = [b[3] - b[1] for b in boxes]
+    order = _xy_order(boxes, float(np.median(heights)) * 0.5)
+    crops = []
+    for k in order:
+        x0, y0, x1, y1 = boxes[k]
+        p = int(0.1 * (y1 - y0)) + 1
+        crops.append(gray[max(0, y0 - p) : y1 + p, max(0, x0 - p) : x1 + p])
+    preds = reader.recognizer.predict(crops)
+    return "\n".join(p.text for p in preds if p.text.strip())
+
+
+def synthetic_pages(n: int, seed: int) -> list[Page]:
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.data.pages import PageFactory
+
+    cfg = DataConfig(name="bench-pages", kind="pages", seed=seed, splits=["test"])
+    factory = PageFactory(cfg)
+    pages = []
+    for i in range(n):
+        s = factory.make(i, level=1 + i % 4)  # the four styles in turn
+        pages.append(Page(s.image, s.style, s.text, [ln.box for ln in s.lines]))
+    return pages
+
+
+def dataset_pages(uri: str, n: int) -> list[Page]:
+    from khmer_ocr.data.dataset import Dataset
+
+    ds = Dataset(uri)
+    if ds.card.get("generator_config", {}).get("kind") != "pages":
+        raise SystemExit(f"{uri} is not a dataset of kind pages")
+    records = [r for r in ds.records if r["split"] in ("test", "test_unseen_font")][:n] or ds.records[:n]
+    return [
+        Page(ds.image(r), r["style"], r["text"], [tuple(ln["box"]) for ln in r["lines"]]) for r in records
+    ]
+
+
+def timed(fn: Callable[[], tuple[str, list]]) -> Result:
+    start = time.perf_counter()
+    text, boxes = fn()
+    return Result(text, boxes, (time.perf_counter() - start) * 1e3)
+
+
+def table(tallies: dict[str, dict[str, Tally]], with_text: dict[str, bool]) -> str:
+    rows = [
+        "| method | pages | lines | line recall | line precision | page CER | ms/page |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, by_style in tallies.items():
+        for style in [*STYLES, "all"]:
+            if style == "all":
+                t = Tally()
+                for s in by_style.values():
+                    t.det.truth += s.det.truth
+                    t.det.found += s.det.found
+                    t.det.matched += s.det.matched
+                    t.refs += s.refs
+                    t.hyps += s.hyps
+                    t.ms += s.ms
+            elif style in by_style:
+                t = by_style[style]
+            else:
+                continue
+            cer = f"{page_cer(t.refs, t.hyps):.2%}" if with_text[method] else "-"
+            rows.append(
+                f"| {method} ({style}) | {len(t.ms)} | {t.det.truth} | {t.det.recall:.2%} | "
+                f"{t.det.precision:.2%} | {cer} | {statistics.median(t.ms):.0f} |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pages", type=int, default=80, help="pages (the four styles in turn)")
+    parser.add_argument("--seed", type=int, default=2027, help="seed of the synthetic pages")
+    parser.add_argument("--data", help="a page dataset (kind pages) instead of generated pages")
+    parser.add_argument("--model", help="model folder or models:/ reference (default: the reference model)")
+    parser.add_argument("--detectors", action="store_true", help="also line finding alone, and PP-OCRv4 det")
+    parser.add_argument("--no-tesseract", action="store_true", help="only the project's reader")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
+    pages = dataset_pages(args.data, args.pages) if args.data else synthetic_pages(args.pages, args.seed)
+    reader = PageReader.load(args.model)
+    finder = LineFinder()
+
+    def ours(page: Page) -> Result:
+        def run() -> tuple[str, list]:
+            pred = reader.read([page.image])[0]
+            return pred.text, [ln.box for ln in pred.lines]
+
+        return timed(run)
+
+    methods: dict[str, Callable[[Page], Result]] = {"khmer-ocr PageReader": ours}
+    with_text = {"khmer-ocr PageReader": True}
+    engines = []
+    version = ""
+    if not args.no_tesseract:
+        for psm in (6, 3):
+            tess = Tesseract(psm)
+            engines.append(tess)
+            version = tess.version
+            methods[f"tesseract khm --psm {psm}"] = lambda p, t=tess: timed(lambda: t(p.image))
+            with_text[f"tesseract khm --psm {psm}"] = True
+    notes = []
+    if args.detectors:
+        methods["line finder alone"] = lambda p: timed(
+            lambda: ("", [ln.box for ln in finder.find(p.image).lines])
+        )
+        with_text["line finder alone"] = False
+        if not args.no_tesseract:
+            layout = Tesseract(3, recognize=False)
+            engines.append(layout)
+            methods["tesseract layout (--psm 3, no text)"] = lambda p: timed(lambda: ("", layout(p.image)[1]))
+            with_text["tesseract layout (--psm 3, no text)"] = False
+        found = rapidocr_detector()
+        if found is None:
+            notes.append("rapidocr-onnxruntime is not installed: PP-OCRv4 det not measured")
+        else:
+            detect, desc = found
+            notes.append(f"PP-OCRv4 det: {desc}")
+
+            def ppocr(p: Page) -> Result:
+                det = timed(lambda: ("", detect(p.image)))
+                text = read_boxes(reader, p.image, det.boxes)
+                return Result(text, det.boxes, det.ms)
+
+            methods["PP-OCRv4 det + khmer-ocr recognizer (ms: det only)"] = ppocr
+            with_text["PP-OCRv4 det + khmer-ocr recognizer (ms: det only)"] = True
+
+    for page in pages[:2]:  # warm up every method
+        for fn in methods.values():
+            fn(page)
+    tallies: dict[str, dict[str, Tally]] = {m: defaultdict(Tally) for m in methods}
+    started = time.perf_counter()
+    for page in pages:  # page by page, each method in turn: a busy machine slows them alike
+        for name, fn in methods.items():
+            tallies[name][page.style].add(page, fn(page))
+    elapsed = time.perf_counter() - started
+    for e in engines:
+        e.close()
+    source = args.data or f"synthetic pages, seed {args.seed} (test-split texts, the four styles in turn)"
+    print(f"\npages: {len(pages)} from {source}; {sum(len(p.boxes) for p in pages)} lines")
+    print(
+        f"model: {args.model or 'the committed reference model'}; Tesseract {version or '-'} khm, one thread"
+    )
+    print(f"one thread each; ms/page = median; {elapsed:.0f} s timed; load {os.getloadavg()[0]:.2f}\n")
+    print(table(tallies, with_text))
+    for note in notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()
