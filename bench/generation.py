@@ -62,7 +62,7 @@ def end_to_end(lines: int, workers: int) -> float:
     code = (
         "import sys, tempfile, time\n"
         "from khmer_ocr.data.config import DataConfig\n"
-        "from khmer_ocr.data.dataset import generate_dataset\n"
+        "from khmer_ocr.data.writer import generate_dataset\n"
         f"cfg = DataConfig(name='bench', num_samples={lines}, shard_size=250, seed=3)\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
         "    t = time.perf_counter()\n"

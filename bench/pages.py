@@ -34,8 +34,6 @@ import os
 os.environ["OMP_THREAD_LIMIT"] = "1"  # Tesseract: one thread (libgomp reads it when torch loads)
 
 import argparse
-import ctypes
-import ctypes.util
 import statistics
 import time
 from collections import defaultdict
@@ -44,15 +42,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tesseract_api import TesseractAPI
 
 from khmer_ocr.pages import LineFinder, PageReader
 from khmer_ocr.pages.layout import _xy_order
 from khmer_ocr.pages.metrics import DetectionCounts, page_cer
-from khmer_ocr.script import normalize
 
 STYLES = ("clean", "screen", "scan", "photo")
-INSTALL_HINT = "install it with `bash infra/setup/bench-deps.sh` (Debian: tesseract-ocr tesseract-ocr-khm)"
-DEFAULT_DPI = 70  # what the CLI assumes for an image without a resolution
 
 
 @dataclass
@@ -82,88 +78,6 @@ class Tally:
         self.refs.append(page.text)
         self.hyps.append(result.text)
         self.ms.append(result.ms)
-
-
-class Tesseract:
-    """libtesseract through ctypes: `khm` loaded once; text and line boxes of a page per call."""
-
-    def __init__(self, psm: int, lang: str = "khm", recognize: bool = True) -> None:
-        path = ctypes.util.find_library("tesseract") or "libtesseract.so.5"
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError as exc:
-            raise SystemExit(f"libtesseract not found ({exc}): {INSTALL_HINT}") from exc
-        vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-        lib.TessVersion.restype = cp
-        lib.TessBaseAPICreate.restype = vp
-        lib.TessBaseAPIInit3.argtypes = [vp, cp, cp]
-        lib.TessBaseAPISetPageSegMode.argtypes = [vp, i]
-        lib.TessBaseAPISetImage.argtypes = [vp, vp, i, i, i, i]
-        lib.TessBaseAPISetSourceResolution.argtypes = [vp, i]
-        lib.TessBaseAPIRecognize.argtypes = [vp, vp]
-        lib.TessBaseAPIGetUTF8Text.argtypes = [vp]
-        lib.TessBaseAPIGetUTF8Text.restype = vp
-        lib.TessBaseAPIGetTsvText.argtypes = [vp, i]
-        lib.TessBaseAPIGetTsvText.restype = vp
-        lib.TessBaseAPIAnalyseLayout.argtypes = [vp]
-        lib.TessBaseAPIAnalyseLayout.restype = vp
-        lib.TessPageIteratorBoundingBox.argtypes = [vp, i] + [ctypes.POINTER(ctypes.c_int)] * 4
-        lib.TessPageIteratorNext.argtypes = [vp, i]
-        lib.TessPageIteratorDelete.argtypes = [vp]
-        lib.TessDeleteText.argtypes = [vp]
-        lib.TessBaseAPIEnd.argtypes = [vp]
-        lib.TessBaseAPIDelete.argtypes = [vp]
-        self.lib, self.version, self.recognize = lib, lib.TessVersion().decode(), recognize
-        self.handle = lib.TessBaseAPICreate()
-        if lib.TessBaseAPIInit3(self.handle, None, lang.encode()) != 0:
-            raise SystemExit(f"Tesseract could not load language {lang!r}: {INSTALL_HINT}")
-        lib.TessBaseAPISetPageSegMode(self.handle, psm)
-
-    def _string(self, ptr: int | None) -> str:
-        if not ptr:
-            return ""
-        try:
-            return ctypes.string_at(ptr).decode("utf-8", errors="replace")
-        finally:
-            self.lib.TessDeleteText(ptr)
-
-    def __call__(self, image: np.ndarray) -> tuple[str, list[tuple[int, int, int, int]]]:
-        img = np.ascontiguousarray(image, dtype=np.uint8)
-        h, w = img.shape
-        self.lib.TessBaseAPISetImage(self.handle, img.ctypes.data, w, h, 1, img.strides[0])
-        self.lib.TessBaseAPISetSourceResolution(self.handle, DEFAULT_DPI)
-        if not self.recognize:
-            return "", self._layout_lines()
-        self.lib.TessBaseAPIRecognize(self.handle, None)
-        text = self._string(self.lib.TessBaseAPIGetUTF8Text(self.handle))
-        tsv = self._string(self.lib.TessBaseAPIGetTsvText(self.handle, 0))
-        boxes = []
-        for row in tsv.splitlines():
-            cols = row.split("\t")
-            if len(cols) >= 10 and cols[0] == "4":  # level 4: a text line
-                x, y, bw, bh = (int(v) for v in cols[6:10])
-                boxes.append((x, y, x + bw, y + bh))
-        lines = [normalize(t).strip() for t in text.splitlines()]
-        return "\n".join(t for t in lines if t), boxes
-
-    def _layout_lines(self) -> list[tuple[int, int, int, int]]:
-        it = self.lib.TessBaseAPIAnalyseLayout(self.handle)
-        boxes: list[tuple[int, int, int, int]] = []
-        if not it:
-            return boxes
-        level = 2  # RIL_TEXTLINE
-        c = [ctypes.c_int() for _ in range(4)]
-        while True:
-            if self.lib.TessPageIteratorBoundingBox(it, level, *(ctypes.byref(v) for v in c)):
-                boxes.append(tuple(v.value for v in c))  # type: ignore[arg-type]
-            if not self.lib.TessPageIteratorNext(it, level):
-                break
-        self.lib.TessPageIteratorDelete(it)
-        return boxes
-
-    def close(self) -> None:
-        self.lib.TessBaseAPIEnd(self.handle)
-        self.lib.TessBaseAPIDelete(self.handle)
 
 
 def rapidocr_detector() -> tuple[Callable[[np.ndarray], list[tuple[int, int, int, int]]], str] | None:
@@ -218,7 +132,7 @@ def synthetic_pages(n: int, seed: int) -> list[Page]:
 
 
 def dataset_pages(uri: str, n: int) -> list[Page]:
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset
 
     ds = Dataset(uri)
     if ds.card.get("generator_config", {}).get("kind") != "pages":
@@ -295,10 +209,10 @@ def main() -> None:
     version = ""
     if not args.no_tesseract:
         for psm in (6, 3):
-            tess = Tesseract(psm)
+            tess = TesseractAPI(psm=psm)
             engines.append(tess)
             version = tess.version
-            methods[f"tesseract khm --psm {psm}"] = lambda p, t=tess: timed(lambda: t(p.image))
+            methods[f"tesseract khm --psm {psm}"] = lambda p, t=tess: timed(lambda: t.page(p.image))
             with_text[f"tesseract khm --psm {psm}"] = True
     notes = []
     if args.detectors:
@@ -307,9 +221,11 @@ def main() -> None:
         )
         with_text["line finder alone"] = False
         if not args.no_tesseract:
-            layout = Tesseract(3, recognize=False)
+            layout = TesseractAPI(psm=3)
             engines.append(layout)
-            methods["tesseract layout (--psm 3, no text)"] = lambda p: timed(lambda: ("", layout(p.image)[1]))
+            methods["tesseract layout (--psm 3, no text)"] = lambda p: timed(
+                lambda: ("", layout.layout(p.image))
+            )
             with_text["tesseract layout (--psm 3, no text)"] = False
         found = rapidocr_detector()
         if found is None:

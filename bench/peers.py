@@ -31,8 +31,6 @@ import os
 os.environ["OMP_THREAD_LIMIT"] = "1"
 
 import argparse
-import ctypes
-import ctypes.util
 import shutil
 import statistics
 import subprocess
@@ -41,72 +39,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+from tesseract_api import INSTALL_HINT, PSM_SINGLE_LINE, TesseractAPI
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, decode_gray, generate_dataset
+from khmer_ocr.data.reader import Dataset, decode_gray
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.evaluation.metrics import level_key, score, score_by_level
 from khmer_ocr.inference import Recognizer
 from khmer_ocr.models import count_parameters
 from khmer_ocr.script import normalize
 
 SPLITS = ("test", "test_unseen_font")
-PSM_SINGLE_LINE = 7
 # Tesseract's default for an image without a resolution (the CLI says "Invalid resolution 0 dpi. Using 70").
-DEFAULT_DPI = 70
-INSTALL_HINT = "install it with `bash infra/setup/bench-deps.sh` (Debian: tesseract-ocr tesseract-ocr-khm)"
-
-
-class TesseractAPI:
-    """libtesseract's C API through ctypes: the language model is loaded once, one line is recognized per
-    call from a uint8 grayscale array."""
-
-    def __init__(self, lang: str = "khm", psm: int = PSM_SINGLE_LINE) -> None:
-        path = ctypes.util.find_library("tesseract") or "libtesseract.so.5"
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError as exc:
-            raise SystemExit(f"libtesseract not found ({exc}): {INSTALL_HINT}") from exc
-        vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-        lib.TessVersion.restype = cp
-        lib.TessBaseAPICreate.restype = vp
-        lib.TessBaseAPIInit3.argtypes = [vp, cp, cp]
-        lib.TessBaseAPISetPageSegMode.argtypes = [vp, i]
-        lib.TessBaseAPISetImage.argtypes = [vp, vp, i, i, i, i]
-        lib.TessBaseAPISetSourceResolution.argtypes = [vp, i]
-        lib.TessBaseAPIGetUTF8Text.argtypes = [vp]
-        lib.TessBaseAPIGetUTF8Text.restype = vp
-        lib.TessDeleteText.argtypes = [vp]
-        lib.TessBaseAPIEnd.argtypes = [vp]
-        lib.TessBaseAPIDelete.argtypes = [vp]
-        self.lib, self.version = lib, lib.TessVersion().decode()
-        self.handle = lib.TessBaseAPICreate()
-        if lib.TessBaseAPIInit3(self.handle, None, lang.encode()) != 0:
-            lib.TessBaseAPIDelete(self.handle)
-            raise SystemExit(f"Tesseract could not load language {lang!r}: {INSTALL_HINT}")
-        lib.TessBaseAPISetPageSegMode(self.handle, psm)
-
-    def __call__(self, image: np.ndarray) -> str:
-        img = np.ascontiguousarray(image, dtype=np.uint8)
-        if img.ndim != 2:
-            raise ValueError(f"expected a grayscale image, got shape {img.shape}")
-        height, width = img.shape
-        self.lib.TessBaseAPISetImage(self.handle, img.ctypes.data, width, height, 1, img.strides[0])
-        self.lib.TessBaseAPISetSourceResolution(self.handle, DEFAULT_DPI)
-        ptr = self.lib.TessBaseAPIGetUTF8Text(self.handle)
-        if not ptr:
-            return ""
-        try:
-            return ctypes.string_at(ptr).decode("utf-8", errors="replace")
-        finally:
-            self.lib.TessDeleteText(ptr)
-
-    def close(self) -> None:
-        if self.handle:
-            self.lib.TessBaseAPIEnd(self.handle)
-            self.lib.TessBaseAPIDelete(self.handle)
-            self.handle = None
 
 
 def tesseract_cli(png: bytes, lang: str = "khm", psm: int = PSM_SINGLE_LINE) -> str:
@@ -198,7 +143,7 @@ def main() -> None:
     api = TesseractAPI(args.lang) if args.tesseract == "api" else None
 
     def read_tesseract(k: int) -> str:
-        return api(images[k]) if api is not None else tesseract_cli(pngs[k], args.lang)
+        return api.text(images[k]) if api is not None else tesseract_cli(pngs[k], args.lang)
 
     load = os.getloadavg()
     for k in range(min(args.warmup, len(images))):

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, generate_dataset
+from khmer_ocr.data.reader import Dataset
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.inference import Recognizer
 from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive

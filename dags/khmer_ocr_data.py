@@ -14,38 +14,39 @@
 - **Published** as an event of the Asset `khmer_ocr_dataset` with its version, location, size, counts and
   report: the training DAGs take the latest one when their `data` param is empty.
 
-Library calls: `khmer_ocr.data.dataset.prepare_dataset / generate_shards / finalize_dataset`,
-`khmer_ocr.data.validate.validate_dataset`. The CLI equivalent: `khmer-ocr generate --profile demo`.
+Library calls: `khmer_ocr.data.writer.prepare_dataset / generate_shards / finalize_dataset`,
+`khmer_ocr.data.validation.validate_dataset`. The CLI equivalent: `khmer-ocr generate --profile demo`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import (
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.assets import DATASET
+from khmer_ocr_airflow.settings import (
     DATA_PROFILES,
     DATAGEN_POOL,
-    DATASET,
-    DEFAULT_ARGS,
     INFRA,
     NO_RETRY,
-    START_DATE,
+    khmer_ocr_dag,
+    num_samples_param,
+    overrides_param,
 )
 
 
-@dag(
-    dag_id="khmer_ocr_data",
-    schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["khmer-ocr", "data"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
+def _data_config(params: dict):
+    """The data config the run's params describe (khmer_ocr is imported when a task runs, not at parse)."""
+    from khmer_ocr_airflow.tasks import data_config
+
+    return data_config(params["profile"], params["overrides"], params["num_samples"], params["seed"])
+
+
+@khmer_ocr_dag(
+    "khmer_ocr_data",
+    __doc__,
+    ["data"],
+    {
         "profile": Param(
             "demo", enum=DATA_PROFILES, description="Packaged data profile (khmer_ocr/configs/data)."
         ),
@@ -55,7 +56,7 @@ from khmer_ocr_airflow.common import (
             description="Dataset folder or s3://bucket/prefix; empty: "
             "<state>/datasets/<dataset name> ($KHMER_OCR_STATE, else ./.khmer-ocr).",
         ),
-        "num_samples": Param(0, type="integer", minimum=0, description="Number of lines; 0: the profile's."),
+        "num_samples": num_samples_param("Number of lines; 0: the profile's."),
         "seed": Param(-1, type="integer", minimum=-1, description="Random seed; -1: the profile's."),
         "chunks": Param(
             4,
@@ -64,12 +65,7 @@ from khmer_ocr_airflow.common import (
             maximum=256,
             description="Parallel generation tasks; the shards are split between them.",
         ),
-        "overrides": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            description="Config overrides KEY=VALUE, as `--set` (e.g. shard_size=500).",
-        ),
+        "overrides": overrides_param("Config overrides KEY=VALUE, as `--set` (e.g. shard_size=500)."),
         "overwrite": Param(
             False,
             type="boolean",
@@ -80,11 +76,13 @@ from khmer_ocr_airflow.common import (
 def khmer_ocr_data():
     @task(execution_timeout=timedelta(minutes=10), **INFRA)
     def plan(params=None) -> list[dict]:
-        from khmer_ocr_airflow.common import data_config, fail_fast, state_dir
+        from khmer_ocr_airflow.paths import state_dir
+        from khmer_ocr_airflow.tasks import fail_fast
 
-        from khmer_ocr.data.dataset import prepare_dataset, shard_ranges
+        from khmer_ocr.data.format import shard_ranges
+        from khmer_ocr.data.writer import prepare_dataset
 
-        cfg = data_config(params["profile"], params["overrides"], params["num_samples"], params["seed"])
+        cfg = _data_config(params)
         out = params["out"] or str(state_dir() / "datasets" / cfg.name)
         with fail_fast():
             todo = prepare_dataset(cfg, out, overwrite=params["overwrite"])
@@ -101,22 +99,22 @@ def khmer_ocr_data():
         **INFRA,
     )
     def generate_shards(out: str, shard_ids: list[int], params=None) -> int:
-        from khmer_ocr_airflow.common import data_config, fail_fast
+        from khmer_ocr_airflow.tasks import fail_fast
 
-        from khmer_ocr.data.dataset import generate_shards as render
+        from khmer_ocr.data.writer import generate_shards as render
 
-        cfg = data_config(params["profile"], params["overrides"], params["num_samples"], params["seed"])
+        cfg = _data_config(params)
         with fail_fast():
             return render(cfg, out, shard_ids)
 
     @task(execution_timeout=timedelta(minutes=30), **INFRA)
     def finalize(chunks: list[dict], rendered: list[int], params=None) -> dict:
-        from khmer_ocr_airflow.common import data_config, fail_fast
+        from khmer_ocr_airflow.tasks import fail_fast
 
-        from khmer_ocr.data.dataset import finalize_dataset
+        from khmer_ocr.data.writer import finalize_dataset
 
         out = chunks[0]["out"]
-        cfg = data_config(params["profile"], params["overrides"], params["num_samples"], params["seed"])
+        cfg = _data_config(params)
         with fail_fast():
             result = finalize_dataset(cfg, out)
         now = sum(rendered[i] for i in range(len(rendered)))
@@ -126,7 +124,7 @@ def khmer_ocr_data():
 
     @task(execution_timeout=timedelta(hours=2), **NO_RETRY)
     def validate(dataset: dict, ti=None) -> dict:
-        from khmer_ocr_airflow.common import validate as run_validation
+        from khmer_ocr_airflow.tasks import validate as run_validation
 
         return run_validation(dataset["uri"], ti)
 

@@ -18,176 +18,121 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import (
-    DEFAULT_ARGS,
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.operators import ModelApprovalOperator
+from khmer_ocr_airflow.settings import (
     DEPLOY_QUEUE,
     INFRA,
-    MODEL_NAME,
     NO_RETRY,
-    START_DATE,
-    TRAIN_CONFIGS,
-    TRAIN_PROFILES,
     TRAINING,
+    gates_param,
+    khmer_ocr_dag,
+    model_name_param,
+    num_samples_param,
+    overrides_param,
+    profile_param,
 )
-from khmer_ocr_airflow.operators import ModelApprovalOperator
+from khmer_ocr_airflow.tasks import evaluate_task
+
+from khmer_ocr.names import MODEL_NAME, TRAIN_CONFIGS
 
 REFERENCE = "reference"
 
 
-@dag(
-    dag_id="khmer_ocr_demo",
-    schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["khmer-ocr", "demo"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
+@khmer_ocr_dag(
+    "khmer_ocr_demo",
+    __doc__,
+    ["demo"],
+    {
         "data_profile": Param("demo", enum=["demo", "reference"], description="Data profile."),
-        "config": Param("production_fast", enum=TRAIN_CONFIGS, description="Training configuration."),
-        "profile": Param("demo", enum=TRAIN_PROFILES, description="demo: minutes on a CPU."),
+        "config": Param("production_fast", enum=list(TRAIN_CONFIGS), description="Training configuration."),
+        "profile": profile_param("demo: minutes on a CPU."),
         "init_from": Param(
             REFERENCE,
             type="string",
             description="Start from: `reference` (the committed reference model), a model reference, or "
             "empty for random weights (a minute of training then reads almost nothing).",
         ),
-        "overrides": Param(
-            ["optim.lr=0.0003", "max_steps_per_epoch=40", "optim.epochs=3"],
-            type="array",
-            items={"type": "string"},
-            description="Training overrides KEY=VALUE.",
-        ),
-        "gates": Param(
+        "overrides": overrides_param(default=["optim.lr=0.0003", "max_steps_per_epoch=40", "optim.epochs=3"]),
+        "gates": gates_param(
             "demo",
-            type="string",
-            description="Gate set (khmer_ocr/configs/gates) or YAML path; `demo` asks what a minute of "
-            "CPU fine-tuning reaches (milestone 1-2 character accuracy, latency).",
+            "Gate set (khmer_ocr/configs/gates) or YAML path; `demo` asks what a minute of CPU fine-tuning "
+            "reaches (milestone 1-2 character accuracy, latency).",
         ),
-        "num_samples": Param(0, type="integer", minimum=0, description="Lines of data; 0: the profile's."),
-        "model_name": Param(MODEL_NAME, type="string", description="The registered model in MLflow."),
+        "num_samples": num_samples_param("Lines of data; 0: the profile's."),
+        "model_name": model_name_param(),
         "deploy": Param(True, type="boolean", description="Deploy the champion to TorchServe at the end."),
     },
 )
 def khmer_ocr_demo():
     @task(execution_timeout=timedelta(minutes=30), **INFRA)
     def data(params=None) -> str:
-        from khmer_ocr_airflow.common import data_config, fail_fast, state_dir
-
-        from khmer_ocr.data.dataset import generate_dataset
+        from khmer_ocr_airflow.paths import state_dir
+        from khmer_ocr_airflow.tasks import data_config, generate
 
         cfg = data_config(params["data_profile"], num_samples=params["num_samples"])
-        out = state_dir() / "datasets" / cfg.name
-        with fail_fast():
-            result = generate_dataset(cfg, out, progress=False)
-        print(f"dataset {result.version}: {result.num_samples} lines at {out} ({result.generated} rendered)")
-        return str(out)
+        return generate(cfg, state_dir() / "datasets" / cfg.name)
 
     @task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
     def validate(dataset: str, ti=None) -> str:
-        from khmer_ocr_airflow.common import validate as run_validation
+        from khmer_ocr_airflow.tasks import validate as run_validation
 
         return run_validation(dataset, ti)["uri"]
 
     @task(execution_timeout=timedelta(hours=1), **TRAINING)
     def train(dataset: str, params=None, run_id=None) -> dict:
-        from khmer_ocr_airflow.common import run_folder
-        from khmer_ocr_airflow.common import train as run_training
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.paths import run_folder
+        from khmer_ocr_airflow.tasks import train as run_training
 
         init_from = params["init_from"]
         if init_from == REFERENCE:
-            from khmer_ocr.inference import REFERENCE_MODEL
+            from khmer_ocr.model_folder import REFERENCE_MODEL
 
             init_from = str(REFERENCE_MODEL)
-        out = run_folder("demo", run_id)
-        with MlflowRegistryHook().environment() as uri:
-            run = run_training(
-                params["config"], dataset, out, params["profile"], params["overrides"], init_from, uri
-            )
+        run = run_training(params["config"], dataset, run_folder("demo", run_id), params, init_from)
         print(f"{run['name']}: val char accuracy {run['val_char_accuracy']:.2%}; model at {run['model_dir']}")
-        return {**run, "data": dataset}
+        return run
 
-    @task(execution_timeout=timedelta(minutes=30), **INFRA)
-    def evaluate(run: dict, params=None) -> dict:
-        from pathlib import Path
-
-        from khmer_ocr_airflow.common import evaluate as run_evaluation
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        report = Path(run["out_dir"]) / "evaluation.json"
-        with MlflowRegistryHook().environment() as uri:
-            return run_evaluation(run["model_dir"], run["data"], params["gates"], run["run_id"], uri, report)
+    evaluate = evaluate_task(execution_timeout=timedelta(minutes=30), **INFRA)
 
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=10), **INFRA)
     def register(evaluation: dict, params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from khmer_ocr_airflow.common import by, fail_fast, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        from khmer_ocr.registry import register as register_version
+        from khmer_ocr_airflow.tasks import register as register_run
 
         if not evaluation["passed"]:
             raise AirflowFailException(
                 f"the demo model fails the {params['gates']} gates {evaluation['failed_gates']}: "
                 "not registered"
             )
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            info = register_version(
-                evaluation["run_id"], by=by(dag_run), name=params["model_name"], tracking_uri=uri
-            )
-        print(f"registered {info.name} v{info.version} {info.aliases}")
-        return version_dict(info)
+        return register_run(evaluation["run_id"], dag_run, params["model_name"])
 
     @task(execution_timeout=timedelta(minutes=10), **INFRA)
     def auto_approve(version: dict, params=None) -> str:
-        from khmer_ocr_airflow.common import fail_fast
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import approve_automatically
 
-        from khmer_ocr.registry import approve
-
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            approve(
-                version["version"], "auto_approve", "local demo", name=params["model_name"], tracking_uri=uri
-            )
+        approve_automatically(version["version"], params["model_name"], "local demo")
         return version["version"]
 
     @task(execution_timeout=timedelta(minutes=30), **INFRA)
     def promote(version: dict, approval: dict, params=None, dag_run=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-        from khmer_ocr_airflow.common import by, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import promote as promote_version
 
-        from khmer_ocr.registry import PromotionRefused
-        from khmer_ocr.registry import promote as promote_version
-
-        with MlflowRegistryHook().environment() as uri:
-            try:
-                reason = f"approved by {approval['by']}"
-                info = promote_version(
-                    version["version"], by(dag_run), reason, name=params["model_name"], tracking_uri=uri
-                )
-            except PromotionRefused as exc:  # e.g. not better than the champion: that one stays and is served
-                raise AirflowSkipException(f"not promoted: {exc.reason}") from exc
-        print(f"{info.name} v{info.version} is the champion")
-        return version_dict(info)
+        reason = f"approved by {approval['by']}"  # not better than the champion: skipped, that one is served
+        return promote_version(
+            version["version"], dag_run, reason, params["model_name"], skip_if_refused=True
+        )
 
     @task(trigger_rule="none_failed", queue=DEPLOY_QUEUE, execution_timeout=timedelta(minutes=30), **INFRA)
     def deploy(params=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-        from khmer_ocr_airflow.common import deploy_model
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import deploy_model, registry
 
-        from khmer_ocr.registry import CHAMPION, get_version
+        from khmer_ocr.registry import CHAMPION
 
         if not params["deploy"]:
             raise AirflowSkipException("deploy is off")
-        with MlflowRegistryHook().environment() as uri:
-            champion = get_version(CHAMPION, name=params["model_name"], tracking_uri=uri)
+        champion = registry("get_version", CHAMPION, name=params["model_name"])
         if champion is None:
             raise AirflowFailException("no champion to deploy")
         return deploy_model(champion.uri, MODEL_NAME)

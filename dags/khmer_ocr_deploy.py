@@ -21,34 +21,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import (
-    CHAMPION,
-    DEFAULT_ARGS,
-    DEPLOY_QUEUE,
-    INFRA,
-    MODEL_NAME,
-    START_DATE,
-    TORCHSERVE_POOL,
-)
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.assets import CHAMPION
+from khmer_ocr_airflow.settings import DEPLOY_QUEUE, INFRA, TORCHSERVE_POOL, khmer_ocr_dag
+
+from khmer_ocr.names import MODEL_NAME
 
 FAILURE_KEY = "deterministic_failure"  # XCom pushed by deploy / verify when the model itself failed
 
 
-@dag(
-    dag_id="khmer_ocr_deploy",
-    schedule=[CHAMPION],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["khmer-ocr", "serving", "torchserve"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
+@khmer_ocr_dag(
+    "khmer_ocr_deploy",
+    __doc__,
+    ["serving", "torchserve"],
+    {
         "model_ref": Param(
-            "models:/khmer-ocr@champion",
+            f"models:/{MODEL_NAME}@champion",
             type="string",
             description="Model to serve when run by hand (an asset-triggered run serves the new champion).",
         ),
@@ -59,22 +47,19 @@ FAILURE_KEY = "deterministic_failure"  # XCom pushed by deploy / verify when the
             description="On a failed smoke test, move the registry's champion back to previous.",
         ),
     },
+    schedule=[CHAMPION],
 )
 def khmer_ocr_deploy():
     @task(execution_timeout=timedelta(minutes=10), **INFRA)
     def resolve(params=None, triggering_asset_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from khmer_ocr_airflow.common import fail_fast
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        from khmer_ocr.registry import get_version
+        from khmer_ocr_airflow.tasks import registry
 
         events = triggering_asset_events[CHAMPION] if triggering_asset_events else []
         ref = events[-1].extra["model_uri"] if events else params["model_ref"]
         if ref.startswith("models:/") and "@" in ref:  # pin the alias: the run deploys one version
             name, alias = ref[len("models:/") :].split("@", 1)
-            with MlflowRegistryHook().environment() as uri, fail_fast():
-                info = get_version(alias, name=name, tracking_uri=uri)
+            info = registry("get_version", alias, name=name)
             if info is None:
                 raise AirflowFailException(f"{ref} is not set: promote a version first (khmer_ocr_promotion)")
             ref = info.uri
@@ -87,7 +72,7 @@ def khmer_ocr_deploy():
     @task(pool=TORCHSERVE_POOL, queue=DEPLOY_QUEUE, execution_timeout=timedelta(minutes=30), **INFRA)
     def deploy(target: dict, params=None, ti=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from khmer_ocr_airflow.common import deploy_model
+        from khmer_ocr_airflow.tasks import deploy_model
 
         try:
             return deploy_model(target["model_ref"], params["model_name"])
@@ -113,12 +98,10 @@ def khmer_ocr_deploy():
     @task(pool=TORCHSERVE_POOL, queue=DEPLOY_QUEUE, execution_timeout=timedelta(minutes=30), **INFRA)
     def rollback(target: dict, params=None, ti=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
-        from khmer_ocr_airflow.common import by, deploy_model, fail_fast
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook, TorchServeHook
+        from khmer_ocr_airflow.hooks import TorchServeHook
+        from khmer_ocr_airflow.tasks import by, deploy_model, registry
 
         from khmer_ocr.registry import CHAMPION as CHAMPION_ALIAS
-        from khmer_ocr.registry import get_version
-        from khmer_ocr.registry import rollback as rollback_registry
 
         if ti.xcom_pull(task_ids="verify"):
             print("deployed and verified: nothing to roll back")
@@ -130,14 +113,11 @@ def khmer_ocr_deploy():
         name, tried = target["registered_model"], target["version"]
         if not (params["rollback_registry"] and name):
             raise AirflowSkipException(f"registry unchanged ({failure})")
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            champion = get_version(CHAMPION_ALIAS, name=name, tracking_uri=uri)
-            if champion is None or champion.version != tried:
-                raise AirflowSkipException(
-                    f"{name} v{tried} is not the champion: registry unchanged ({failure})"
-                )
-            reason = f"deploy of v{tried} failed: {failure}"
-            restored = rollback_registry(by(dag_run), reason, name=name, tracking_uri=uri)
+        champion = registry("get_version", CHAMPION_ALIAS, name=name)
+        if champion is None or champion.version != tried:
+            raise AirflowSkipException(f"{name} v{tried} is not the champion: registry unchanged ({failure})")
+        reason = f"deploy of v{tried} failed: {failure}"
+        restored = registry("rollback", by(dag_run), reason, name=name)
         served = TorchServeHook().get_conn().default_version(params["model_name"])
         if served != restored.version:
             deploy_model(restored.uri, params["model_name"])

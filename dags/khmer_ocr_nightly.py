@@ -13,64 +13,51 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import (
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.settings import (
     DATA_PROFILES,
-    DEFAULT_ARGS,
-    GPU_POOL,
-    GPU_QUEUE,
+    GPU_TRAINING,
     INFRA,
     NO_RETRY,
-    START_DATE,
-    TRAIN_CONFIGS,
-    TRAIN_PROFILES,
-    TRAINING,
+    gates_param,
+    khmer_ocr_dag,
+    num_samples_param,
+    overrides_param,
+    profile_param,
 )
+
+from khmer_ocr.names import TRAIN_CONFIGS
 
 SAME_AS_CHAMPION = "same as the champion"
 
 
-@dag(
-    dag_id="khmer_ocr_nightly",
-    schedule="0 2 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["khmer-ocr", "training", "nightly"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
+@khmer_ocr_dag(
+    "khmer_ocr_nightly",
+    __doc__,
+    ["training", "nightly"],
+    {
         "data_profile": Param("demo", enum=DATA_PROFILES, description="Data profile of the fresh dataset."),
-        "num_samples": Param(0, type="integer", minimum=0, description="Lines; 0: the profile's."),
+        "num_samples": num_samples_param("Lines; 0: the profile's."),
         "config": Param(
             SAME_AS_CHAMPION,
             enum=[SAME_AS_CHAMPION, *TRAIN_CONFIGS],
             description="Training configuration; default: the one the champion was trained with.",
         ),
-        "profile": Param(
-            "demo", enum=TRAIN_PROFILES, description="demo: minutes on a CPU; full: GPU schedule."
-        ),
-        "overrides": Param(
-            [], type="array", items={"type": "string"}, description="Training overrides KEY=VALUE."
-        ),
-        "gates": Param(
-            "milestones", type="string", description="Gate set (khmer_ocr/configs/gates) or YAML path."
-        ),
+        "profile": profile_param(),
+        "overrides": overrides_param(),
+        "gates": gates_param(),
     },
+    schedule="0 2 * * *",
 )
 def khmer_ocr_nightly():
     @task(execution_timeout=timedelta(minutes=10), **INFRA)
     def champion() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
-        from khmer_ocr_airflow.common import version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import registry, version_dict
 
-        from khmer_ocr.registry import CHAMPION, get_version
+        from khmer_ocr.registry import CHAMPION
 
-        with MlflowRegistryHook().environment() as uri:
-            info = get_version(CHAMPION, tracking_uri=uri)
+        info = registry("get_version", CHAMPION)
         if info is None:
             raise AirflowSkipException("no champion yet: promote a model first (khmer_ocr_promotion)")
         print(f"champion: khmer-ocr v{info.version} ({info.tags.get('config', '?')})")
@@ -78,48 +65,37 @@ def khmer_ocr_nightly():
 
     @task(execution_timeout=timedelta(hours=6), **INFRA)
     def fresh_data(params=None, dag_run=None) -> str:
-        from khmer_ocr_airflow.common import data_config, fail_fast, state_dir
-
-        from khmer_ocr.data.dataset import generate_dataset
+        from khmer_ocr_airflow.paths import state_dir
+        from khmer_ocr_airflow.tasks import data_config, generate
 
         day = dag_run.run_after.strftime("%Y%m%d")
         cfg = data_config(params["data_profile"], [f"name=nightly-{day}"], params["num_samples"], int(day))
-        out = state_dir() / "datasets" / cfg.name
-        with fail_fast():
-            result = generate_dataset(cfg, out, progress=False)
-        print(f"fresh dataset {result.version}: {result.num_samples} lines at {out}")
-        return str(out)
+        return generate(cfg, state_dir() / "datasets" / cfg.name)
 
     @task(execution_timeout=timedelta(hours=2), **NO_RETRY)
     def validate(data: str, ti=None) -> str:
-        from khmer_ocr_airflow.common import validate as run_validation
+        from khmer_ocr_airflow.tasks import validate as run_validation
 
         return run_validation(data, ti)["uri"]
 
-    @task(pool=GPU_POOL, queue=GPU_QUEUE, execution_timeout=timedelta(hours=24), **TRAINING)
+    @task(execution_timeout=timedelta(hours=24), **GPU_TRAINING)
     def train(current: dict, data: str, params=None, run_id=None) -> dict:
-        from khmer_ocr_airflow.common import TRAIN_CONFIGS, run_folder
-        from khmer_ocr_airflow.common import train as run_training
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.paths import run_folder
+        from khmer_ocr_airflow.tasks import train as run_training
 
         config = params["config"]
         if config == SAME_AS_CHAMPION:
             tag = current["config"]
             config = next((c for c in (tag, f"phase3_1/{tag}") if c in TRAIN_CONFIGS), "production_fast")
-        out = run_folder("nightly", run_id)
         print(f"fine-tuning {config} from khmer-ocr v{current['version']} on {data}")
-        with MlflowRegistryHook().environment() as uri:
-            run = run_training(config, data, out, params["profile"], params["overrides"], current["uri"], uri)
-        return {**run, "data": data}
+        return run_training(config, data, run_folder("nightly", run_id), params, current["uri"])
 
     @task(execution_timeout=timedelta(hours=2), **INFRA)
     def compare(current: dict, run: dict, params=None) -> dict:
-        from khmer_ocr_airflow.common import evaluate
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import evaluate
 
-        with MlflowRegistryHook().environment() as uri:
-            new = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"], uri)
-            old = evaluate(current["uri"], run["data"], params["gates"], None, uri)
+        new = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"])
+        old = evaluate(current["uri"], run["data"], params["gates"])
         better = (new["char_accuracy"] or 0.0) > (old["char_accuracy"] or 0.0)
         print(
             f"on {new['dataset_version']}: new {new['char_accuracy']:.2%}, champion v{current['version']} "
@@ -130,17 +106,11 @@ def khmer_ocr_nightly():
     @task(execution_timeout=timedelta(minutes=30), **INFRA)
     def register_if_better(comparison: dict, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
-        from khmer_ocr_airflow.common import by, fail_fast, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        from khmer_ocr.registry import register
+        from khmer_ocr_airflow.tasks import register
 
         if not comparison["better"]:
             raise AirflowSkipException("the fine-tuned model does not beat the champion: nothing registered")
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            info = register(comparison["run_id"], by=by(dag_run), tracking_uri=uri)
-        print(f"registered khmer-ocr v{info.version} {info.aliases}: promote it with khmer_ocr_promotion")
-        return version_dict(info)
+        return register(comparison["run_id"], dag_run)
 
     current = champion()
     data = fresh_data()

@@ -12,67 +12,52 @@ registered model `khmer-ocr`; alias `candidate` if it passes its gates; Asset `k
   last checkpoint. `khmer_ocr_phase3_2_optimization` starts from the model registered here.
 
 Library calls: `khmer_ocr.training.phases.train_config / comparison_table`, `khmer_ocr.evaluation.evaluate`,
-`khmer_ocr.registry.log_evaluation / register`. The CLI equivalent: `khmer-ocr tune`.
+`khmer_ocr.registry.log_evaluation / register` (through `khmer_ocr_airflow.tasks`). The CLI equivalent:
+`khmer-ocr tune`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import (
-    DATASET,
-    DEFAULT_ARGS,
-    GPU_POOL,
-    GPU_QUEUE,
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.assets import DATASET, PHASE3_1_BEST
+from khmer_ocr_airflow.settings import (
+    GPU_TRAINING,
     INFRA,
     NO_RETRY,
-    PHASE3_1_BEST,
-    PHASE3_1_CONFIGS,
-    START_DATE,
-    TRAIN_PROFILES,
-    TRAINING,
+    data_param,
+    gates_param,
+    khmer_ocr_dag,
+    overrides_param,
+    profile_param,
 )
+from khmer_ocr_airflow.tasks import evaluate_task
+
+from khmer_ocr.names import PHASE3_1
 
 
-@dag(
-    dag_id="khmer_ocr_phase3_1_tuning",
-    schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["khmer-ocr", "training", "phase3_1"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
-        "data": Param(
-            "",
-            type="string",
-            description="Dataset folder or s3:// prefix; empty: the latest "
-            "dataset published by khmer_ocr_data.",
+@khmer_ocr_dag(
+    "khmer_ocr_phase3_1_tuning",
+    __doc__,
+    ["training", "phase3_1"],
+    {
+        "data": data_param(
+            "Dataset folder or s3:// prefix; empty: the latest dataset published by khmer_ocr_data."
         ),
         "configs": Param(
-            PHASE3_1_CONFIGS,
+            list(PHASE3_1),
             type="array",
-            items={"type": "string", "enum": PHASE3_1_CONFIGS},
+            items={"type": "string", "enum": list(PHASE3_1)},
             uniqueItems=True,
             minItems=1,
             description="The phase-3.1 configurations to compare.",
         ),
-        "profile": Param(
-            "demo", enum=TRAIN_PROFILES, description="demo: minutes on a CPU; full: GPU schedule."
+        "profile": profile_param(),
+        "overrides": overrides_param(
+            "Training overrides KEY=VALUE for every configuration (e.g. optim.epochs=5)."
         ),
-        "overrides": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            description="Training overrides KEY=VALUE for every configuration (e.g. optim.epochs=5).",
-        ),
-        "gates": Param(
-            "milestones", type="string", description="Gate set (khmer_ocr/configs/gates) or YAML path."
-        ),
+        "gates": gates_param(),
         "out": Param(
             "", type="string", description="Folder for the runs; empty: <state>/runs/phase3_1/<run id>."
         ),
@@ -81,7 +66,8 @@ from khmer_ocr_airflow.common import (
 def khmer_ocr_phase3_1_tuning():
     @task(inlets=[DATASET], **NO_RETRY)
     def setup(params=None, run_id=None, inlet_events=None) -> list[dict]:
-        from khmer_ocr_airflow.common import latest_event, run_folder
+        from khmer_ocr_airflow.paths import run_folder
+        from khmer_ocr_airflow.tasks import latest_event
 
         data = params["data"] or latest_event(inlet_events, DATASET, "dataset")["uri"]
         out = params["out"] or str(run_folder("phase3_1", run_id))
@@ -89,53 +75,29 @@ def khmer_ocr_phase3_1_tuning():
         return [{"config": c, "data": data, "out": out} for c in params["configs"]]
 
     @task(
-        pool=GPU_POOL,
-        queue=GPU_QUEUE,
         execution_timeout=timedelta(hours=24),
         map_index_template="{{ task.op_kwargs['config'] }}",
-        **TRAINING,
+        **GPU_TRAINING,
     )
     def train(config: str, data: str, out: str, params=None) -> dict:
         from pathlib import Path
 
-        from khmer_ocr_airflow.common import train as run_training
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import train as run_training
 
-        with MlflowRegistryHook().environment() as uri:
-            run = run_training(
-                f"phase3_1/{config}",
-                data,
-                Path(out) / config,
-                params["profile"],
-                params["overrides"],
-                None,
-                uri,
-            )
-        return {**run, "data": data, "root": out}
+        return {**run_training(f"phase3_1/{config}", data, Path(out) / config, params), "root": out}
 
-    @task(
+    evaluate = evaluate_task(
+        with_run=True,
         execution_timeout=timedelta(hours=2),
         map_index_template="{{ task.op_kwargs['run']['config'] }}",
         **INFRA,
     )
-    def evaluate(run: dict, params=None) -> dict:
-        from pathlib import Path
-
-        from khmer_ocr_airflow.common import evaluate as run_evaluation
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        report = Path(run["out_dir"]) / "evaluation.json"
-        with MlflowRegistryHook().environment() as uri:
-            result = run_evaluation(
-                run["model_dir"], run["data"], params["gates"], run["run_id"], uri, report
-            )
-        return {**run, "eval": result}
 
     @task(**INFRA)
     def select_best(runs: list[dict]) -> dict:
         from pathlib import Path
 
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import tracking_uri
 
         from khmer_ocr.tracking import tag_comparison
         from khmer_ocr.training.phases import PhaseRun, comparison_table
@@ -163,25 +125,16 @@ def khmer_ocr_phase3_1_tuning():
         table = comparison_table(phase_runs)
         print(f"phase 3.1, best by validation character accuracy: {best['name']}\n{table}")
         (Path(best["root"]) / "comparison.md").write_text(table + "\n", encoding="utf-8")
-        with MlflowRegistryHook().environment() as uri:
-            tag_comparison(uri, [(r.name, r.run_id) for r in phase_runs if r.run_id], best["name"], table)
+        pairs = [(r.name, r.run_id) for r in phase_runs if r.run_id]
+        tag_comparison(tracking_uri(), pairs, best["name"], table)
         return best
 
     @task(outlets=[PHASE3_1_BEST], execution_timeout=timedelta(minutes=30), **INFRA)
     def register_best(best: dict, dag_run=None, outlet_events=None) -> dict:
-        from khmer_ocr_airflow.common import by, fail_fast, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import register
 
-        from khmer_ocr.registry import register
-
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            info = register(best["run_id"], by=by(dag_run), tracking_uri=uri)
-        print(f"registered {best['name']} as khmer-ocr v{info.version} (gates passed: {info.gates_passed})")
-        registered = {
-            **version_dict(info),
-            "model_uri": info.uri,
-            "val_char_accuracy": best["val_char_accuracy"],
-        }
+        version = register(best["run_id"], dag_run)
+        registered = {**version, "model_uri": version["uri"], "val_char_accuracy": best["val_char_accuracy"]}
         outlet_events[PHASE3_1_BEST].extra = registered
         return registered
 

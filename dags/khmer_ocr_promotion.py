@@ -21,22 +21,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
-from khmer_ocr_airflow.callbacks import on_dag_failure
-from khmer_ocr_airflow.common import CHAMPION, DEFAULT_ARGS, INFRA, MODEL_NAME, START_DATE
+from airflow.sdk import Param, task
+from khmer_ocr_airflow.assets import CHAMPION
 from khmer_ocr_airflow.operators import ModelApprovalOperator
+from khmer_ocr_airflow.settings import INFRA, khmer_ocr_dag, model_name_param
 
 
-@dag(
-    dag_id="khmer_ocr_promotion",
-    schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    tags=["khmer-ocr", "registry", "approval"],
-    doc_md=__doc__,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=on_dag_failure,
-    params={
+@khmer_ocr_dag(
+    "khmer_ocr_promotion",
+    __doc__,
+    ["registry", "approval"],
+    {
         "run_id": Param(
             "",
             type="string",
@@ -50,7 +45,7 @@ from khmer_ocr_airflow.operators import ModelApprovalOperator
             "the `candidate` alias.",
         ),
         "reason": Param("", type="string", description="Why this promotion (recorded in the registry)."),
-        "model_name": Param(MODEL_NAME, type="string", description="The registered model in MLflow."),
+        "model_name": model_name_param(),
         "approval_timeout_minutes": Param(
             4320, type="number", exclusiveMinimum=0, description="How long to wait for an approval (3 days)."
         ),
@@ -63,68 +58,58 @@ from khmer_ocr_airflow.operators import ModelApprovalOperator
             description="Local demo only: approve automatically (recorded as approved_by=auto_approve).",
         ),
     },
+    max_active_runs=None,
 )
 def khmer_ocr_promotion():
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=30), **INFRA)
     def candidate(params=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from khmer_ocr_airflow.common import by, fail_fast, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import register, registry, version_dict
 
-        from khmer_ocr.registry import CANDIDATE, get_version, register
+        from khmer_ocr.registry import CANDIDATE
 
         name = params["model_name"]
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            if params["run_id"]:
-                info = register(params["run_id"], by=by(dag_run), name=name, tracking_uri=uri)
-            else:
-                info = get_version(params["version"] or CANDIDATE, name=name, tracking_uri=uri)
-        if info is None:
-            raise AirflowFailException(f"{name} has no `candidate` version: give run_id or version")
-        if not info.gates_passed:
-            raise AirflowFailException(f"{name} v{info.version} fails its gates: it cannot be promoted")
-        print(f"{name} v{info.version} ({info.uri}), approval {info.approval}, aliases {info.aliases}")
-        return version_dict(info)
+        if params["run_id"]:
+            found = register(params["run_id"], dag_run, name)
+        else:
+            info = registry("get_version", params["version"] or CANDIDATE, name=name)
+            if info is None:
+                raise AirflowFailException(f"{name} has no `candidate` version: give run_id or version")
+            found = version_dict(info)
+        if not found["gates_passed"]:
+            raise AirflowFailException(f"{name} v{found['version']} fails its gates: it cannot be promoted")
+        shown = f"approval {found['approval']}, aliases {found['aliases']}"
+        print(f"{name} v{found['version']} ({found['uri']}), {shown}")
+        return found
 
     @task(execution_timeout=timedelta(minutes=10), **INFRA)
     def auto_approve(version: dict, params=None) -> str:
-        from khmer_ocr_airflow.common import fail_fast
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
-        from khmer_ocr.registry import approve
+        from khmer_ocr_airflow.tasks import approve_automatically
 
         if not params["auto_approve"]:
             print("auto_approve is off: a person approves (MLflow tags or Airflow's Required actions page)")
             return "manual"
-        name = params["model_name"]
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            approve(
-                version["version"], "auto_approve", "auto_approve (local demo)", name=name, tracking_uri=uri
-            )
-        print(f"{name} v{version['version']} approved automatically (demo)")
+        approve_automatically(version["version"], params["model_name"], "auto_approve (local demo)")
         return "auto"
 
     @task(outlets=[CHAMPION], execution_timeout=timedelta(hours=1), **INFRA)
     def promote(version: dict, approval: dict, params=None, dag_run=None, outlet_events=None) -> dict:
-        from khmer_ocr_airflow.common import by, fail_fast, version_dict
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
+        from khmer_ocr_airflow.tasks import promote as promote_version
+        from khmer_ocr_airflow.tasks import registry
 
-        from khmer_ocr.registry import PREVIOUS, get_version
-        from khmer_ocr.registry import promote as promote_version
+        from khmer_ocr.registry import PREVIOUS
 
         name = params["model_name"]
         reason = params["reason"] or f"approved by {approval['by']} via {approval['via']}"
-        with MlflowRegistryHook().environment() as uri, fail_fast():
-            info = promote_version(version["version"], by(dag_run), reason, name=name, tracking_uri=uri)
-            previous = get_version(PREVIOUS, name=name, tracking_uri=uri)
+        promoted = promote_version(version["version"], dag_run, reason, name)
+        previous = registry("get_version", PREVIOUS, name=name)
         champion = {
-            **version_dict(info),
-            "model_uri": info.uri,
+            **promoted,
+            "model_uri": promoted["uri"],
             "approved_by": approval["by"],
             "previous": previous.version if previous else None,
         }
         outlet_events[CHAMPION].extra = champion
-        print(f"{name} v{info.version} is the champion ({reason})")
         return champion
 
     version = candidate()

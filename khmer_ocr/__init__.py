@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from khmer_ocr.version import __version__
+
 __all__ = ["Recognizer", "__version__"]
 
 if TYPE_CHECKING:

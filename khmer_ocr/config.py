@@ -10,11 +10,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from khmer_ocr.errors import KhmerOcrError
+
 T = TypeVar("T")
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(KhmerOcrError, ValueError):
     """A config file or override that does not fit its dataclass."""
 
 

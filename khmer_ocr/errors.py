@@ -1,15 +1,28 @@
-"""Errors of the model side that the CLI reports as one clear line (kept free of heavy imports)."""
+"""The library's errors: every error it raises for a reason it can state derives from KhmerOcrError (kept
+free of heavy imports: the CLI and the Airflow plugins import it to translate errors).
+
+The command line prints a KhmerOcrError as one line (exit 2; a refused promotion exits 1); an Airflow task
+fails at once, without retries, unless the error is `retryable` (a service or store that may answer on the
+next try). Each module's own error classes (ConfigError, DatasetError, StorageError, ...) derive from it;
+the model, registry and serving errors are defined here.
+"""
 
 
-class ModelLoadError(ValueError):
+class KhmerOcrError(Exception):
+    """An error whose message says what went wrong and what to do."""
+
+    retryable = False  # True: a service or store that did not answer; the same call may work later
+
+
+class ModelLoadError(KhmerOcrError, ValueError):
     """A model reference that cannot be loaded (missing folder, files or alias)."""
 
 
-class ExportError(ValueError):
+class ExportError(KhmerOcrError, ValueError):
     """The model cannot be exported, or the export does not agree with the eager model."""
 
 
-class RegistryError(Exception):
+class RegistryError(KhmerOcrError):
     """A registry operation that cannot be done; the message says why and what to do."""
 
 
@@ -21,9 +34,13 @@ class PromotionRefused(RegistryError):
         self.reason = reason
 
 
-class ServingError(RuntimeError):
+class ServingError(KhmerOcrError, RuntimeError):
     """TorchServe could not be prepared, started or reached; the message says what to fix."""
+
+    retryable = True
 
 
 class DeployError(ServingError):
     """A deployment failed (registration or smoke test); the version served before keeps serving."""
+
+    retryable = False

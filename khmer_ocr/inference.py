@@ -17,11 +17,11 @@ import yaml
 from khmer_ocr.config import from_dict
 from khmer_ocr.errors import ModelLoadError
 from khmer_ocr.model_folder import CHARSET, MODEL_YAML, WEIGHTS, missing_files
+from khmer_ocr.model_store import model_dir
 from khmer_ocr.models import ModelConfig, build_model, fuse_for_inference
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 
-REFERENCE_MODEL = Path(__file__).parent / "assets" / "reference-model"
 # A prepared line (ink = 1, paper = 0, contrast already stretched) with no pixel at least this dark has
 # nothing written on it (a blank, flat or uniformly coloured image): it reads as "" with confidence 0, not as
 # whatever the model makes of empty paper (the reference model says "$" at 0.8).
@@ -75,29 +75,6 @@ def load_model(
     return model.to(device).eval(), cfg, charset
 
 
-def _download_s3_model(uri: str) -> Path:
-    """A model folder on S3, downloaded into the cache (checksums verified); kept per URI and weights."""
-    import hashlib
-
-    from khmer_ocr import storage
-    from khmer_ocr.data.sources import cache_dir
-    from khmer_ocr.storage import StorageError
-
-    try:
-        names = set(storage.list_files(uri))
-    except StorageError as exc:
-        raise ModelLoadError(f"cannot read model {uri}: {exc}") from exc
-    if missing := missing_files(names):
-        raise ModelLoadError(f"{uri} is not a model folder: missing {', '.join(missing)}")
-    dest = cache_dir() / "models" / ("s3-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
-    try:
-        for name in (WEIGHTS, MODEL_YAML, CHARSET):  # always fetched: the URI may hold a newer model
-            storage.get_file(storage.join(uri, name), dest / name)
-    except StorageError as exc:
-        raise ModelLoadError(f"cannot download model {uri}: {exc}") from exc
-    return dest
-
-
 class Recognizer:
     """Khmer text-line recognition: `Recognizer.load(ref).predict(images)`."""
 
@@ -108,22 +85,13 @@ class Recognizer:
         self.max_width = 1600
 
     @classmethod
-    def load(cls, ref: str | Path | None = None, device: str = "cpu") -> Recognizer:
+    def load(
+        cls, ref: str | Path | None = None, device: str = "cpu", tracking_uri: str | None = None
+    ) -> Recognizer:
         """ref: a model folder (local or s3://), `models:/<name>@<alias>` / `models:/<name>/<version>`
-        (MLflow registry), `runs:/<run_id>/model` (a tracked run's model), or None (the committed
-        reference model)."""
-        if ref is None:
-            ref = REFERENCE_MODEL
-        ref_s = str(ref)
-        if ref_s.startswith(("models:/", "runs:/")):
-            from khmer_ocr.registry import download_model  # MLflow is only needed for registry refs
-
-            ref = download_model(ref_s)
-        elif ref_s.startswith("s3://"):
-            ref = _download_s3_model(ref_s)
-        if not Path(ref).exists():
-            raise ModelLoadError(f"model not found: {ref}")
-        model, cfg, charset = load_model(ref, device)
+        (the MLflow registry at tracking_uri), `runs:/<run_id>/model` (a tracked run's model), or None (the
+        committed reference model); see khmer_ocr.model_store."""
+        model, cfg, charset = load_model(model_dir(ref, tracking_uri), device)
         return cls(fuse_for_inference(model), cfg, charset, device)
 
     @staticmethod
@@ -166,11 +134,3 @@ class Recognizer:
                 conf = math.exp(sum(math.log(max(x, 1e-12)) for x in p) / len(p)) if p else 0.0
                 out[i] = Prediction(self.charset.decode(list(tok)), conf)
         return [p for p in out if p is not None]
-
-    def read_pages(self, images: list, batch_size: int = 32) -> list:
-        """Whole pages (documents, scans, photos, screenshots): each page's lines are found
-        (khmer_ocr.pages.layout) and read, the crops of all pages in batches; a PagePrediction per image
-        with its lines' boxes, texts and confidences in reading order. See khmer_ocr.pages.PageReader."""
-        from khmer_ocr.pages import PageReader
-
-        return PageReader(self).read(images, batch_size)

@@ -12,36 +12,35 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
-from PIL import Image
+
+from khmer_ocr.torchserve.requests import decode_image as decode_within_limits
 
 _MAX_PATH = 4096
 
 
-def decode_image(value) -> Image.Image | str:
-    """A PIL image (from base64 text or bytes) or a path (from an existing file's name)."""
+def decode_image(value) -> np.ndarray:
+    """A grayscale image from base64 text (or a data URL), raw bytes, or an existing file's path, decoded
+    within the REST endpoint's limits (bytes, pixels, sides, decompression bombs:
+    khmer_ocr.torchserve.requests); ValueError for anything else."""
     if isinstance(value, bytes | bytearray):
         data = bytes(value)
     elif isinstance(value, str):
         if len(value) < _MAX_PATH and "\n" not in value and Path(value).is_file():
-            return value
-        text = value.split(",", 1)[1] if value.startswith("data:") else value
-        try:
-            data = base64.b64decode(text, validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"not base64 image data or an existing file: {value[:60]!r}") from exc
+            data = Path(value).read_bytes()
+        else:
+            text = value.split(",", 1)[1] if value.startswith("data:") else value
+            try:
+                data = base64.b64decode(text, validate=False)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"not base64 image data or an existing file: {value[:60]!r}") from exc
     else:
         raise ValueError(f"unsupported image value of type {type(value).__name__}")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except OSError as exc:
-        raise ValueError(f"not a readable image ({len(data)} bytes)") from exc
-    return image
+    return decode_within_limits(data, "the image")
 
 
 class KhmerOcrModel(mlflow.pyfunc.PythonModel):

@@ -1,4 +1,5 @@
-"""What a model folder holds (kept free of heavy imports: the registry and the Airflow triggerer use it)."""
+"""What a model folder holds and where the committed one lies (kept free of heavy imports: the registry and
+the Airflow triggerer use it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 WEIGHTS, MODEL_YAML, CHARSET = "model.safetensors", "model.yaml", "charset.json"
 FILES = (WEIGHTS, MODEL_YAML, CHARSET)
+REFERENCE_MODEL = Path(__file__).parent / "assets" / "reference-model"  # the committed reference model
 
 
 def missing_files(names: set[str] | Path) -> list[str]:

@@ -1,7 +1,9 @@
 """The local platform behind `make run`: MLflow, TorchServe and Airflow as background processes on
 127.0.0.1, with logs and PID files in one state folder, and the end-to-end demo DAG run through Airflow's
 REST API. No Docker: SQLite, local files, local processes. (Airflow runs as a process; this module never
-imports it.)
+imports it.) Airflow's DAG files and plugins are the dags/ and plugins/ folders of a checkout of the
+repository: the `checkout` argument, else the working directory (`make run` runs from the repository root);
+the library does not assume where it is installed.
 
 State folder (default .khmer-ocr/, mode 0700: it holds the Airflow admin password and Airflow's secret keys;
 secret files are 0600, and Airflow runs with umask 077):
@@ -21,14 +23,15 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from khmer_ocr.errors import ServingError
+from khmer_ocr.errors import KhmerOcrError, ServingError
 from khmer_ocr.http import Response, request, send_json
+from khmer_ocr.names import MODEL_NAME
 from khmer_ocr.processes import running_pid, stop_group
+from khmer_ocr.torchserve.server import Ports
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_DAG = "khmer_ocr_demo"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # Airflow's simple auth manager reads it
 # The pools the DAGs name (a task in a missing pool is never scheduled), as infra/airflow/init.sh makes them.
@@ -54,19 +57,18 @@ def write_secret(path: Path, text: str) -> None:
         f.write(text)
 
 
-class PlatformError(RuntimeError):
+class PlatformError(KhmerOcrError, RuntimeError):
     """A service of the local platform did not start or answer; the message names its log."""
 
 
 @dataclass(frozen=True)
-class Ports:
+class PlatformPorts:
+    """The local platform's ports: MLflow, Airflow, and TorchServe's (as in docker-compose.yml: Airflow has
+    8080, so TorchServe's REST inference is on 8090)."""
+
     mlflow: int = 5000
     airflow: int = 8080
-    inference: int = 8090  # TorchServe, as in docker-compose.yml (Airflow has 8080)
-    management: int = 8091
-    metrics: int = 8092
-    grpc_inference: int = 7090
-    grpc_management: int = 7091
+    torchserve: Ports = field(default_factory=lambda: Ports(8090, 8091, 8092, 7090, 7091))
 
 
 def _get(url: str, headers: dict | None = None) -> Response:
@@ -80,9 +82,15 @@ def _get(url: str, headers: dict | None = None) -> Response:
 class LocalPlatform:
     """`LocalPlatform(".khmer-ocr").up()`, `.run_demo()`, `.down()`; every step is safe to repeat."""
 
-    def __init__(self, state: str | Path = ".khmer-ocr", ports: Ports | None = None) -> None:
+    def __init__(
+        self,
+        state: str | Path = ".khmer-ocr",
+        ports: PlatformPorts | None = None,
+        checkout: str | Path | None = None,
+    ) -> None:
         self.state = Path(state).resolve()
-        self.ports = ports or Ports()
+        self.checkout = Path(checkout or Path.cwd()).resolve()  # its dags/ and plugins/ go to Airflow
+        self.ports = ports or PlatformPorts()
         self.bin = Path(sys.executable).parent
         self.airflow_home = self.state / "airflow"
         self.model_store = self.state / "torchserve" / "model-store"
@@ -94,9 +102,9 @@ class LocalPlatform:
         return {
             "airflow": f"http://127.0.0.1:{p.airflow}",
             "mlflow": f"http://127.0.0.1:{p.mlflow}",
-            "torchserve": f"http://127.0.0.1:{p.inference}",
-            "torchserve_management": f"http://127.0.0.1:{p.management}",
-            "metrics": f"http://127.0.0.1:{p.metrics}/metrics",
+            "torchserve": f"http://127.0.0.1:{p.torchserve.inference}",
+            "torchserve_management": f"http://127.0.0.1:{p.torchserve.management}",
+            "metrics": f"http://127.0.0.1:{p.torchserve.metrics}/metrics",
         }
 
     @property
@@ -153,7 +161,7 @@ class LocalPlatform:
         """The environment every service and Airflow task gets."""
         p = self.ports
         torchserve = {
-            "conn_type": "http", "host": "127.0.0.1", "port": p.management,
+            "conn_type": "http", "host": "127.0.0.1", "port": p.torchserve.management,
             "extra": {"inference_url": self.urls["torchserve"], "model_store": str(self.model_store)},
         }  # fmt: skip
         return {
@@ -178,7 +186,7 @@ class LocalPlatform:
     def _record_urls(self) -> None:
         """The services' URLs in STATE/platform.json: the CLI run from here finds this MLflow there
         (khmer_ocr.tracking.resolve_tracking_uri) instead of a stray ./mlflow.db."""
-        from khmer_ocr.tracking import PLATFORM_FILE
+        from khmer_ocr.mlflow_client import PLATFORM_FILE
 
         (self.state / PLATFORM_FILE).write_text(json.dumps(self.urls, indent=1), encoding="utf-8")
 
@@ -200,15 +208,10 @@ class LocalPlatform:
     def start_torchserve(self) -> None:
         """TorchServe with the current champion when there is one, else the committed reference model."""
         from khmer_ocr.torchserve.archive import build_archive
-        from khmer_ocr.torchserve.server import Ports as ServePorts
         from khmer_ocr.torchserve.server import TorchServeProcess
 
-        p = self.ports
-        server = TorchServeProcess(
-            self.state / "torchserve",
-            ServePorts(p.inference, p.management, p.metrics, p.grpc_inference, p.grpc_management),
-        )
-        if server.running_pid() is not None and server.ready("khmer-ocr"):
+        server = TorchServeProcess(self.state / "torchserve", self.ports.torchserve)
+        if server.running_pid() is not None and server.ready(MODEL_NAME):
             return
         server.stop()  # a stale PID file or a half-started server
         model = None
@@ -219,12 +222,11 @@ class LocalPlatform:
             model = champion.uri if champion else None
         except Exception:  # no registry yet: the reference model serves from the first minute
             model = None
-        os.environ["MLFLOW_TRACKING_URI"] = self.urls["mlflow"]
         try:
-            archive = build_archive(model, server.model_store)
+            archive = build_archive(model, server.model_store, tracking_uri=self.urls["mlflow"])
         except ServingError:
             archive = build_archive(None, server.model_store)
-        server.start([f"khmer-ocr={archive.name}"])
+        server.start([f"{MODEL_NAME}={archive.name}"])
 
     def _airflow_healthy(self) -> bool:
         r = _get(f"{self.urls['airflow']}/api/v2/monitor/health")
@@ -235,13 +237,18 @@ class LocalPlatform:
     def start_airflow(self) -> None:
         if self._pid("airflow") and self._airflow_healthy():
             return
+        if not ((self.checkout / "dags").is_dir() and (self.checkout / "plugins").is_dir()):
+            raise PlatformError(
+                f"{self.checkout} holds no dags/ and plugins/ for Airflow: run from the repository's root "
+                "(or give --checkout)"
+            )
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.admin_password()
         env = {
             **self._env(),
             "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.checkout / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.checkout / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
@@ -348,7 +355,7 @@ class LocalPlatform:
         from khmer_ocr.torchserve.client import TorchServeClient
 
         r = TorchServeClient(self.urls["torchserve_management"], self.urls["torchserve"]).predict(
-            "khmer-ocr", image, "image/png"
+            MODEL_NAME, image, "image/png"
         )
         if r.status != 200:
             raise PlatformError(f"REST OCR failed ({r.status}): {r.body}")

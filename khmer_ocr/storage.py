@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from khmer_ocr.errors import KhmerOcrError
+
 if TYPE_CHECKING:
     from botocore.client import BaseClient
     from botocore.exceptions import ClientError
@@ -29,8 +31,10 @@ _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket"}
 _CHUNK = 1 << 20
 
 
-class StorageError(Exception):
+class StorageError(KhmerOcrError):
     """A storage operation failed; the message names the URI."""
+
+    retryable = True  # a store that did not answer, or an object not there yet
 
 
 class ChecksumError(StorageError):
@@ -254,11 +258,12 @@ def _fetch(uri: str | Path, dest: Path, sha256: str | None) -> None:
             s3_client().download_file(bucket, key, str(tmp))
         else:
             shutil.copyfile(uri, tmp)
-        if sha256 is not None and (actual := _sha256_file(tmp)) != sha256:
+        if sha256 is not None and (actual := sha256_file(tmp)) != sha256:
             raise ChecksumError(f"checksum mismatch for {uri}: expected sha256:{sha256}, got sha256:{actual}")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a local file, as hex (read in chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):

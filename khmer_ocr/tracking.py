@@ -11,94 +11,40 @@ A run records:
             history.json, and the model "model" (a pyfunc logged from code, see khmer_ocr/mlflow_model.py:
             nothing is pickled; the model folder travels as its `model_dir` artifact).
 
-The tracking URI is the argument, else MLFLOW_TRACKING_URI, else the MLflow server of the local platform
-running from the working directory (`make run`: .khmer-ocr/platform.json), else `sqlite:///<cwd>/mlflow.db`
-(MLflow's own default, made absolute); an http(s):// tracking server works the same way.
+The tracking URI is the argument, else resolved as khmer_ocr.mlflow_client.resolve_tracking_uri says
+(MLFLOW_TRACKING_URI, the local platform's MLflow, ./mlflow.db); the pictures come from khmer_ocr.plots.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
-import math
 import numbers
-import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from khmer_ocr import __version__
+from khmer_ocr.mlflow_client import client, fluent_tracking_uri, resolve_tracking_uri
+from khmer_ocr.model_store import SHA256_TAG
+from khmer_ocr.plots import learning_curves, line_png, predictions_grid
+from khmer_ocr.storage import sha256_file
+from khmer_ocr.version import __version__
 
 if TYPE_CHECKING:
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset
     from khmer_ocr.training.config import TrainConfig
     from khmer_ocr.training.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "khmer-ocr"
-MODEL_NAME = "model"  # the logged model's name (runs:/<run_id>/model)
+LOGGED_MODEL = "model"  # the logged model's name in a run (runs:/<run_id>/model)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 # MLflow's limits (mlflow.utils.validation): key length, param and tag value length, items per log_batch.
 MAX_KEY, MAX_PARAM, MAX_TAG, MAX_BATCH = 250, 6000, 8000, 100
-GRID_ROWS = 40  # val lines drawn in val_predictions.png
-SHA256_TAG = "model_sha256"  # the logged weights' checksum (run and logged-model tag; khmer_ocr.registry)
-
-
-PLATFORM_FILE = "platform.json"  # in the local platform's state folder: the URLs of its services
-
-
-def local_platform_mlflow() -> str | None:
-    """The MLflow URL of a local platform (`make run`) that is running from here: its state folder
-    ($KHMER_OCR_STATE, else ./.khmer-ocr) records the URL, and the server's PID is alive."""
-    from khmer_ocr.processes import running_pid
-
-    state = Path(os.environ.get("KHMER_OCR_STATE") or Path.cwd() / ".khmer-ocr")
-    try:
-        url = json.loads((state / PLATFORM_FILE).read_text(encoding="utf-8"))["mlflow"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return url if running_pid(state / "pids" / "mlflow.pid") is not None else None
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The argument, else MLFLOW_TRACKING_URI, else the MLflow of the local platform running from here
-    (`make run`), else a SQLite store in the working directory."""
-    return (
-        tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or local_platform_mlflow()
-        or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    )
-
-
-def require_server(tracking_uri: str | None, timeout_s: float = 10.0) -> None:
-    """Fail fast (RegistryError, one clear line) when tracking_uri is an http(s) tracking server that does
-    not answer: MLflow's client would retry with backoff for minutes, printing nothing. Other URIs (a
-    SQLite file, None) pass."""
-    from khmer_ocr.errors import RegistryError
-    from khmer_ocr.http import request
-
-    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
-        return
-    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
-    try:
-        status = request("GET", url, timeout=timeout_s).status
-    except OSError as exc:
-        raise RegistryError(
-            f"cannot reach the MLflow tracking server at {tracking_uri} ({exc}): start it, or give another "
-            "--tracking-uri (none: the run is not tracked)"
-        ) from exc
-    if status >= 500 or status == 404:  # 401/403: it answers, and the client's credentials decide
-        raise RegistryError(
-            f"{tracking_uri} does not answer as an MLflow tracking server (HTTP {status} from {url})"
-        )
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -112,25 +58,6 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
             text = json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else str(value)
             out[name[:MAX_KEY]] = text[:MAX_PARAM]
     return out
-
-
-@contextmanager
-def fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (mlflow.start_run, log_model) at uri, then restore exactly what was there
-    (mlflow.set_tracking_uri also sets the MLFLOW_TRACKING_URI environment variable)."""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    old_uri, old_env = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_uri)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 class MlflowTracker:
@@ -147,12 +74,10 @@ class MlflowTracker:
         run_name: str | None = None,
         run_file: str | Path | None = None,
     ) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment, self.run_name = experiment, run_name
         self.run_file = Path(run_file) if run_file else None
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = client(self.tracking_uri)
         self.run_id: str | None = None
         self.model_uri: str | None = None
 
@@ -294,7 +219,6 @@ class MlflowTracker:
         from mlflow.types import ColSpec, Schema
 
         from khmer_ocr.model_folder import WEIGHTS
-        from khmer_ocr.registry import file_sha256
 
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", "image")]),
@@ -302,7 +226,7 @@ class MlflowTracker:
         )
         example = None
         if example_texts:
-            example = pd.DataFrame({"image": [base64.b64encode(_line_png(example_texts[0])).decode("ascii")]})
+            example = pd.DataFrame({"image": [base64.b64encode(line_png(example_texts[0])).decode("ascii")]})
         with (
             fluent_tracking_uri(self.tracking_uri),
             mlflow.start_run(run_id=self._run, nested=mlflow.active_run() is not None),
@@ -311,14 +235,14 @@ class MlflowTracker:
             # MLflow 3.17's input-example code compares columns with a range, which pandas 3 warns about
             warnings.filterwarnings("ignore", message="Operation with range is deprecated")
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
+                name=LOGGED_MODEL,
                 python_model=str(MODEL_CODE),
                 artifacts={"model_dir": str(model_dir)},
                 signature=signature,
                 input_example=example,
                 pip_requirements=[f"khmer-ocr=={__version__}"],  # as given: MLflow infers nothing
             )
-        sha256 = file_sha256(model_dir / WEIGHTS)
+        sha256 = sha256_file(model_dir / WEIGHTS)
         if info.model_id:
             self.client.set_logged_model_tags(info.model_id, {SHA256_TAG: sha256})
         return info.model_uri, sha256
@@ -353,106 +277,10 @@ def log_model_folder(
     return tracker.run_id  # (ended FINISHED by _log_model)
 
 
-# ----------------------------------------------------------------------------------------------- pictures
-def learning_curves(history: list[dict]):
-    """A matplotlib Figure: training loss, learning rate and the validation metrics by epoch."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    ax_loss, ax_lr, ax_val = fig.subplots(1, 3)
-    ax_loss.plot(epochs, [r.get("loss", math.nan) for r in history], "o-", color="tab:blue")
-    ax_loss.set(title="training loss", xlabel="epoch")
-    ax_lr.plot(epochs, [r.get("lr", math.nan) for r in history], "o-", color="tab:gray")
-    ax_lr.set(title="learning rate (end of epoch)", xlabel="epoch")
-    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    for key in ("val_char_accuracy", "val_sequence_accuracy", "val_cer", "val_cluster_cer"):
-        if any(key in r for r in history):
-            ax_val.plot(epochs, [r.get(key, math.nan) for r in history], "o-", label=key[4:])
-    ax_val.set(title="validation", xlabel="epoch")
-    ax_val.legend(fontsize="small")
-    for ax in (ax_loss, ax_lr, ax_val):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig
-
-
-def _khmer_font(size: int):
-    """A Khmer font (RAQM layout) with Latin glyphs too where one is installed; Pillow's default otherwise."""
-    from PIL import ImageFont
-
-    from khmer_ocr.data.config import FontConfig
-    from khmer_ocr.data.fonts import discover_fonts
-    from khmer_ocr.data.render import load_font
-
-    try:
-        fonts = {f.name: f for f in discover_fonts(FontConfig(unseen=[]))}
-    except (OSError, ValueError):
-        fonts = {}
-    for name in ("KhmerOSbattambang", "KhmerOS", "NotoSansKhmer-Regular", *sorted(fonts)):
-        if name in fonts:
-            return load_font(fonts[name].path, size)
-    return ImageFont.load_default(size)
-
-
-def _line_png(text: str, size: int = 32) -> bytes:
-    """A text line rendered black on white, as PNG bytes (the logged model's input example)."""
-    from PIL import Image, ImageDraw
-
-    font = _khmer_font(size)
-    left, top, right, bottom = font.getbbox(text or " ")
-    img = Image.new("L", (max(1, right - left) + 16, max(1, bottom - top) + 16), 255)
-    ImageDraw.Draw(img).text((8 - left, 8 - top), text, font=font, fill=0)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def predictions_grid(refs: list[str], hyps: list[str], max_rows: int = GRID_ROWS, width: int = 1000):
-    """A PIL image: for each of the first max_rows val lines, the reference (blue) above the model's reading
-    (green when exactly right, red and on a pink row when not)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    khmer, latin = _khmer_font(24), ImageFont.load_default(14)
-    line_h, pad, text_x = 44, 8, 112
-    shown = list(zip(refs, hyps, strict=True))[:max_rows]
-    longest = max((khmer.getlength(t) for pair in shown for t in pair if t), default=0)
-    width = max(width, min(3000, text_x + int(longest) + 2 * pad))
-    wrong = sum(r != h for r, h in zip(refs, hyps, strict=True))
-    header = 30
-    img = Image.new("RGB", (width, header + len(shown) * (2 * line_h + pad)), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text(
-        (pad, 8),
-        f"validation predictions: {wrong} of {len(refs)} lines wrong (first {len(shown)} shown); "
-        "blue = reference, green = right, red = wrong",
-        font=latin,
-        fill=(0, 0, 0),
-    )
-    y = header
-    for i, (ref, hyp) in enumerate(shown):
-        ok = ref == hyp
-        if not ok:
-            draw.rectangle((0, y, width, y + 2 * line_h + pad - 2), fill=(255, 232, 232))
-        draw.text((pad, y + 4), f"#{i} ref", font=latin, fill=(90, 90, 90))
-        draw.text((pad, y + line_h + 4), "hyp " + ("ok" if ok else "WRONG"), font=latin, fill=(90, 90, 90))
-        draw.text((text_x, y + 2), ref, font=khmer, fill=(0, 0, 160))
-        colour = (0, 130, 0) if ok else (210, 0, 0)
-        draw.text(
-            (text_x, y + line_h + 2), hyp if hyp else "(empty)", font=khmer if hyp else latin, fill=colour
-        )
-        y += 2 * line_h + pad
-        draw.line((0, y - 2, width, y - 2), fill=(220, 220, 220))
-    return img
-
-
 def tag_comparison(tracking_uri: str | None, runs: list[tuple[str, str]], best: str, table: str) -> None:
     """Phase 3.1: mark each (config name, run id) with the winner and attach the comparison table."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    runs_client = client(tracking_uri)
     for name, run_id in runs:
-        client.set_tag(run_id, "phase3_1_best", best)
-        client.set_tag(run_id, "phase3_1_is_best", str(name == best).lower())
-        client.log_text(run_id, table + "\n", "comparison.md")
+        runs_client.set_tag(run_id, "phase3_1_best", best)
+        runs_client.set_tag(run_id, "phase3_1_is_best", str(name == best).lower())
+        runs_client.log_text(run_id, table + "\n", "comparison.md")

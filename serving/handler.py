@@ -22,6 +22,8 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from khmer_ocr.inference import Recognizer
+from khmer_ocr.names import MODEL_NAME
+from khmer_ocr.pages import PageReader
 from khmer_ocr.torchserve.requests import (
     MAX_BATCH_PIXELS,
     MAX_REQUEST_PIXELS,
@@ -39,10 +41,11 @@ class KhmerOcrHandler(BaseHandler):
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
         model = context.manifest.get("model", {})
-        self.model_name = model.get("modelName", "khmer-ocr")
+        self.model_name = model.get("modelName", MODEL_NAME)
         self.model_version = str(model.get("modelVersion", ""))
         # The archive carries model.safetensors, model.yaml and charset.json: weights load without pickle.
         self.recognizer = Recognizer.load(context.system_properties["model_dir"])
+        self.page_reader = PageReader(self.recognizer)
         self.batch_size = int(settings.get("predict_batch_size", 32))
         self.max_request_pixels = int(settings.get("max_request_pixels", MAX_REQUEST_PIXELS))
         self.max_batch_pixels = max(
@@ -91,7 +94,7 @@ class KhmerOcrHandler(BaseHandler):
         pages = [im for req in parsed.values() if req.page for im in req.images]
         try:
             preds = self.recognizer.predict(images, batch_size=self.batch_size) if images else []
-            read = self.recognizer.read_pages(pages, batch_size=self.batch_size) if pages else []
+            read = self.page_reader.read(pages, batch_size=self.batch_size) if pages else []
         except Exception as exc:  # a bug, not the client's fault: answer 500 and keep the worker
             log.exception("recognition failed")
             for idx in parsed:

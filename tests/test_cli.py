@@ -166,17 +166,18 @@ def test_tied_configurations_are_said_to_tie() -> None:
 def test_a_transfer_says_what_it_transferred() -> None:
     import dataclasses
 
-    from khmer_ocr.inference import REFERENCE_MODEL, load_model
+    from khmer_ocr.inference import load_model
+    from khmer_ocr.model_folder import REFERENCE_MODEL
     from khmer_ocr.models import build_model
-    from khmer_ocr.training.trainer import _transfer
+    from khmer_ocr.training.transfer import transfer_weights
 
     model, cfg, _ = load_model(REFERENCE_MODEL)
     n = len(model.state_dict())
-    text = _transfer(model, str(REFERENCE_MODEL))
+    text = transfer_weights(model, str(REFERENCE_MODEL))
     assert f"transferred {n} of {n} tensors: backbone." in text, text
     assert text.endswith("trained from scratch (new in this model or shaped differently): nothing"), text
     other = build_model(dataclasses.replace(cfg, size="tiny"))
-    text = _transfer(other, str(REFERENCE_MODEL))
+    text = transfer_weights(other, str(REFERENCE_MODEL))
     assert f" of {len(other.state_dict())} tensors: " in text, text
     assert not text.endswith("shaped differently): nothing"), text
 
@@ -184,8 +185,8 @@ def test_a_transfer_says_what_it_transferred() -> None:
 def test_register_says_what_happened_once(tmp_path: Path, mlflow_server: str) -> None:
     """A first registration says the model was created (not "already exists"); MLflow's run link once."""
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.data.writer import generate_dataset
+    from khmer_ocr.model_folder import REFERENCE_MODEL
 
     cfg = DataConfig(name="r", num_samples=60, shard_size=60, seed=3, difficulty={1: 1.0})
     generate_dataset(cfg, tmp_path / "ds", workers=1, progress=False)

@@ -97,18 +97,24 @@ def _states(dag_run) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------- parsing, shape
+# What parsing a DAG file may import of the library: khmer_ocr.names (constants, importing nothing) and the
+# package itself (khmer_ocr/__init__.py: its version, nothing else).
+PARSE_TIME_MODULES = ["khmer_ocr", "khmer_ocr.names", "khmer_ocr.version"]
+
+
 def test_dags_parse_without_import_errors_and_without_the_library(dagbag, airflow_env) -> None:
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == DAG_IDS
-    # parsing must stay cheap: no khmer_ocr (torch, MLflow, GX) imported by any DAG file at parse time
+    # parsing must stay cheap: nothing of khmer_ocr but its constants, no torch, MLflow or GX at parse time
     code = (
         "import sys; from airflow.dag_processing.dagbag import DagBag; "
         f"b = DagBag(dag_folder={str(DAGS)!r}); assert not b.import_errors, b.import_errors; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('khmer_ocr', 'torch', 'mlflow')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('khmer_ocr', 'torch', 'mlflow', 'great_expectations', 'pandas')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert out.stdout.strip().splitlines()[-1] == str(PARSE_TIME_MODULES)
 
 
 def _edges(dag) -> set[tuple[str, str]]:
@@ -167,8 +173,8 @@ EXPECTED = {
 
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
 def test_dag_structure(dagbag, dag_id: str) -> None:
+    from khmer_ocr_airflow.assets import CHAMPION
     from khmer_ocr_airflow.callbacks import on_dag_failure, on_task_failure
-    from khmer_ocr_airflow.common import CHAMPION
 
     dag = dagbag.get_dag(dag_id)
     schedule, edges, params = EXPECTED[dag_id]
@@ -225,12 +231,10 @@ def test_training_runs_on_the_gpu_pool_and_phase3_1_is_mapped(dagbag) -> None:
 
 
 def test_form_choices_match_the_library(dagbag) -> None:
-    from khmer_ocr_airflow.common import PHASE3_1_CONFIGS, TRAIN_CONFIGS
+    from khmer_ocr.config import CONFIG_DIR, profile_path
+    from khmer_ocr.names import PHASE3_1, TRAIN_CONFIGS
 
-    from khmer_ocr.config import profile_path
-    from khmer_ocr.training.config import PHASE3_1
-
-    assert list(PHASE3_1) == PHASE3_1_CONFIGS
+    assert sorted(PHASE3_1) == sorted(p.stem for p in (CONFIG_DIR / "train" / "phase3_1").glob("*.yaml"))
     for name in TRAIN_CONFIGS:
         assert profile_path("train", name).is_file()
     configs = dagbag.get_dag("khmer_ocr_phase3_1_tuning").params.get_param("configs")
@@ -272,10 +276,11 @@ def test_hooks_default_to_the_local_stack_and_read_connections(airflow_env, monk
     monkeypatch.setattr(MlflowRegistryHook, "get_connection", fake({"khmer_ocr_mlflow": mlflow}))
     monkeypatch.setattr(TorchServeHook, "get_connection", fake({"khmer_ocr_torchserve": torchserve}))
     hook = MlflowRegistryHook()
+    before = dict(os.environ)
     assert hook.get_tracking_uri() == "http://mlflow:5000"
-    with hook.environment() as uri:
-        assert os.environ["MLFLOW_TRACKING_URI"] == uri and os.environ["MLFLOW_TRACKING_USERNAME"] == "u"
-    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_TRACKING_USERNAME" not in os.environ
+    client = hook.get_conn()  # the URI goes to the library as an argument: the environment stays as it was
+    assert client.tracking_uri == "http://mlflow:5000" and client._registry_uri == "http://mlflow:5000"
+    assert dict(os.environ) == before
     ts = TorchServeHook()
     assert (ts.management_url, ts.inference_url, ts.token, ts.model_store) == (
         "http://torchserve:8081", "http://torchserve:8080", "t", "/store"
@@ -323,10 +328,10 @@ def data_run(dagbag, airflow_env, tmp_path_factory):
 
 
 def test_data_dag_generates_validates_and_publishes(data_run) -> None:
-    from khmer_ocr_airflow.common import DATASET
+    from khmer_ocr_airflow.assets import DATASET
 
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset
 
     dag_run, out = data_run
     states = _states(dag_run)
@@ -344,7 +349,7 @@ def test_data_dag_generates_validates_and_publishes(data_run) -> None:
     import yaml
 
     from khmer_ocr.config import from_dict
-    from khmer_ocr.data.dataset import generate_dataset
+    from khmer_ocr.data.writer import generate_dataset
 
     cfg = from_dict(DataConfig, yaml.safe_load((out / "config.yaml").read_text()))
     single = generate_dataset(cfg, out.parent / "single", workers=1, progress=False)
@@ -354,7 +359,7 @@ def test_data_dag_generates_validates_and_publishes(data_run) -> None:
 def test_data_dag_stops_on_a_failed_validation(data_run, dagbag, capfd, caplog) -> None:
     import json
 
-    from khmer_ocr_airflow.common import DATASET
+    from khmer_ocr_airflow.assets import DATASET
 
     _, good = data_run
     bad = good.parent / "bad"
@@ -382,13 +387,8 @@ def test_data_dag_stops_on_a_failed_validation(data_run, dagbag, capfd, caplog) 
 def test_sharded_generation_on_s3_matches_generate_dataset(s3_env: str, tmp_path: Path) -> None:
     """prepare_dataset / generate_shards / finalize_dataset (what the mapped tasks call) on s3://."""
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import (
-        Dataset,
-        finalize_dataset,
-        generate_dataset,
-        generate_shards,
-        prepare_dataset,
-    )
+    from khmer_ocr.data.reader import Dataset
+    from khmer_ocr.data.writer import finalize_dataset, generate_dataset, generate_shards, prepare_dataset
 
     cfg = DataConfig(name="s", num_samples=60, shard_size=20, seed=4, difficulty={1: 1.0})
     out = f"{s3_env}/ds"
@@ -582,7 +582,7 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
     store given as the connection's tracking_uri extra)."""
     import json
 
-    from khmer_ocr_airflow.common import PHASE3_1_BEST
+    from khmer_ocr_airflow.assets import PHASE3_1_BEST
 
     from khmer_ocr.registry import get_version
 
@@ -660,11 +660,12 @@ def test_nightly_registers_a_fine_tuned_model_only_when_it_is_better(
     and the test checks the task states and the registry against them."""
     import json
 
+    import yaml
     from safetensors.torch import load_file, save_file
 
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.data.writer import generate_dataset
+    from khmer_ocr.model_folder import REFERENCE_MODEL
     from khmer_ocr.registry import approve, list_versions, promote, register
     from khmer_ocr.tracking import log_model_folder
 
@@ -677,9 +678,10 @@ def test_nightly_registers_a_fine_tuned_model_only_when_it_is_better(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     gates = tmp_path / "open.yaml"
     gates.write_text('gates:\n  - {name: any, metric: char_accuracy, op: ">=", threshold: 0.0}\n')
-    like_the_reference = [
-        "model.size=base",
-        "model.input_height=32",
+    reference = yaml.safe_load((REFERENCE_MODEL / "model.yaml").read_text(encoding="utf-8"))["model"]
+    like_the_reference = [  # the committed model's shape: its weights transfer whole
+        f"model.size={reference['size']}",
+        f"model.input_height={reference['input_height']}",
         "optim.batch_size=8",
         "data.max_val_lines=8",
     ]
@@ -756,7 +758,7 @@ def torchserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env) -> 
 
 @pytest.mark.slow
 def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env: str, torchserve) -> None:
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset
     from khmer_ocr.registry import get_version
 
     name = f"khmer-ocr-demo-{uuid.uuid4().hex[:8]}"
@@ -805,8 +807,8 @@ def deployable(registry_env: str, tmp_path: Path) -> tuple[str, str]:
     """A registered model of its own whose versions 1 and 2 are the reference model (deployable,
     evaluated under an open gate set), both pending; returns (name, run id)."""
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.data.writer import generate_dataset
+    from khmer_ocr.model_folder import REFERENCE_MODEL
     from khmer_ocr.registry import register
     from khmer_ocr.tracking import log_model_folder
 
@@ -834,11 +836,12 @@ def test_deploy_dag_on_the_champion_asset_verification_and_unreachable_paths(
 
     import airflow.models.dagrun as dagrun_module
     from airflow.models.asset import AssetEvent, AssetModel
-    from khmer_ocr_airflow import common
-    from khmer_ocr_airflow.common import CHAMPION
+    from khmer_ocr_airflow import tasks
+    from khmer_ocr_airflow.assets import CHAMPION
     from sqlalchemy import select
 
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.model_folder import REFERENCE_MODEL
+    from khmer_ocr.names import MODEL_NAME
     from khmer_ocr.registry import approve, get_version, promote
     from khmer_ocr.torchserve.archive import build_archive
 
@@ -878,10 +881,10 @@ def test_deploy_dag_on_the_champion_asset_verification_and_unreachable_paths(
     # (2) v2 becomes champion; right after its deployment another version takes TorchServe's default
     approve("2", "alice", name=name, tracking_uri=registry_env)
     promote("2", "alice", name=name, tracking_uri=registry_env)
-    real_deploy = common.deploy_model
+    real_deploy = tasks.deploy_model
     intruded: list[str] = []
 
-    def deploy_then_intrude(model_ref: str, model_name: str = common.MODEL_NAME) -> dict:
+    def deploy_then_intrude(model_ref: str, model_name: str = MODEL_NAME) -> dict:
         result = real_deploy(model_ref, model_name)
         if not intruded:  # once: someone else registers version 99 and makes it the default
             archive = build_archive(
@@ -892,7 +895,7 @@ def test_deploy_dag_on_the_champion_asset_verification_and_unreachable_paths(
             intruded.append("99")
         return result
 
-    monkeypatch.setattr(common, "deploy_model", deploy_then_intrude)
+    monkeypatch.setattr(tasks, "deploy_model", deploy_then_intrude)
     dag_run = _test(
         dagbag, "khmer_ocr_deploy", {"model_ref": f"models:/{name}@champion", "model_name": served}
     )
@@ -903,7 +906,7 @@ def test_deploy_dag_on_the_champion_asset_verification_and_unreachable_paths(
     )
     assert get_version("champion", name=name, tracking_uri=registry_env).version == "1"
     assert client.default_version(served) == "1"  # the restored champion, served again
-    monkeypatch.setattr(common, "deploy_model", real_deploy)
+    monkeypatch.setattr(tasks, "deploy_model", real_deploy)
 
     # (3) TorchServe unreachable: deploy fails (its retries off here: each would fail the same way, minutes
     # apart), rollback is skipped, the registry is left alone

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import MANIFEST_FIELDS, Dataset, DatasetError, generate_dataset
+from khmer_ocr.data.format import MANIFEST_FIELDS, DatasetError
+from khmer_ocr.data.reader import Dataset
+from khmer_ocr.data.writer import generate_dataset
 
 FIELDS = set(MANIFEST_FIELDS)
 
@@ -94,7 +96,7 @@ def test_extending_keeps_existing_shards(dataset_dir: Path, tmp_path: Path) -> N
 def test_killed_run_resumes_to_the_same_dataset(dataset_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     code = (
-        "from khmer_ocr.data.dataset import generate_dataset; from tests.test_dataset import small_config; "
+        "from khmer_ocr.data.writer import generate_dataset; from tests.test_dataset import small_config; "
         f"generate_dataset(small_config(shard_size=20), {str(out)!r}, workers=1, progress=False)"
     )
     proc = subprocess.Popen(
@@ -276,7 +278,7 @@ def test_overwrite_on_s3_and_a_changed_generator_are_refused(s3_env: str, tmp_pa
 def test_sharded_generation_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     """The steps the Airflow data DAG maps (prepare / generate_shards / finalize), out of order or asked
     for what does not exist: each refuses with what to do."""
-    from khmer_ocr.data.dataset import finalize_dataset, generate_shards, prepare_dataset
+    from khmer_ocr.data.writer import finalize_dataset, generate_shards, prepare_dataset
 
     cfg, out = _tiny(), tmp_path / "ds"
     for step in (lambda: generate_shards(cfg, out, [0]), lambda: finalize_dataset(cfg, out)):

@@ -162,8 +162,9 @@ def test_skips_are_rare_and_justified_and_every_command_block_is_labelled() -> N
 def test_the_dataset_format_page_lists_what_a_dataset_holds(tmp_path: Path) -> None:
     """docs/dataset-format.md: the files of a generated, validated dataset and the manifest's fields."""
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import Dataset, generate_dataset
-    from khmer_ocr.data.validate import validate_dataset, write_report
+    from khmer_ocr.data.reader import Dataset
+    from khmer_ocr.data.validation import validate_dataset, write_report
+    from khmer_ocr.data.writer import generate_dataset
 
     page = (ROOT / "docs" / "dataset-format.md").read_text(encoding="utf-8")
     tree = page.split("```", 2)[1]
@@ -203,12 +204,13 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     from mlflow import MlflowClient
 
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
-    from khmer_ocr.inference import REFERENCE_MODEL
-    from khmer_ocr.platform import LocalPlatform, Ports
+    from khmer_ocr.data.writer import generate_dataset
+    from khmer_ocr.model_folder import REFERENCE_MODEL
+    from khmer_ocr.platform import LocalPlatform, PlatformPorts
     from khmer_ocr.processes import free_port
     from khmer_ocr.registry import approve, promote, register
     from khmer_ocr.torchserve.deploy import SMOKE_IMAGE
+    from khmer_ocr.torchserve.server import Ports
     from khmer_ocr.tracking import log_model_folder
 
     root = tmp_path_factory.mktemp("docs") / "repo"
@@ -220,7 +222,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["KHMER_OCR_CACHE"] = str(root.parent / "cache")
-    platform = LocalPlatform(root / ".khmer-ocr", Ports(*(free_port() for _ in range(7))))
+    platform = LocalPlatform(
+        root / ".khmer-ocr", PlatformPorts(free_port(), free_port(), Ports(*(free_port() for _ in range(5))))
+    )
     try:
         platform.start_mlflow()
         platform.start_torchserve()
@@ -244,9 +248,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "PYTHONUNBUFFERED": "1",
         }
-        p = platform.ports
-        ports = {"127.0.0.1:5000": f"127.0.0.1:{p.mlflow}", "127.0.0.1:8090": f"127.0.0.1:{p.inference}",
-                 "127.0.0.1:8091": f"127.0.0.1:{p.management}"}  # fmt: skip
+        p, ts = platform.ports, platform.ports.torchserve
+        ports = {"127.0.0.1:5000": f"127.0.0.1:{p.mlflow}", "127.0.0.1:8090": f"127.0.0.1:{ts.inference}",
+                 "127.0.0.1:8091": f"127.0.0.1:{ts.management}"}  # fmt: skip
         yield Sandbox(root, env, ports)
     finally:
         platform.down()
@@ -353,7 +357,7 @@ def test_what_the_readme_writes_into_the_repository_is_ignored_by_git() -> None:
     """README commands run from the repository root write these: git ignores them (and not the source)."""
     written = ["mlflow.db", "data/demo/manifest.jsonl", "runs/b/model/model.yaml", "model-store/x.mar",
                "evaluation.json", ".env", "khmer-ocr-bundle/run.sh", ".khmer-ocr/platform.json"]  # fmt: skip
-    source = ["khmer_ocr/data/dataset.py", ".env.example", "docs/dataset-format.md"]
+    source = ["khmer_ocr/data/writer.py", ".env.example", "docs/dataset-format.md"]
     done = subprocess.run(
         ["git", "check-ignore", "--no-index", *written, *source], cwd=ROOT, capture_output=True, text=True
     )

@@ -500,7 +500,8 @@ def test_score_by_level_rejects_bad_input() -> None:
 
 def test_evaluate_scores_the_dataset_per_difficulty_level(tmp_path) -> None:
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import Dataset, generate_dataset
+    from khmer_ocr.data.reader import Dataset
+    from khmer_ocr.data.writer import generate_dataset
     from khmer_ocr.evaluation.evaluate import evaluate
 
     cfg = DataConfig(name="lv", num_samples=240, shard_size=240, seed=5, difficulty={1: 0.5, 3: 0.5})
@@ -521,8 +522,8 @@ def test_model_card_tables_come_from_the_report(tmp_path) -> None:
 
     from khmer_ocr.evaluation.gates import load_gates
     from khmer_ocr.evaluation.report import build_report
-    from khmer_ocr.inference import REFERENCE_MODEL
     from khmer_ocr.model_card import write_card
+    from khmer_ocr.model_folder import REFERENCE_MODEL
 
     model = tmp_path / "model"
     shutil.copytree(REFERENCE_MODEL, model)

@@ -7,7 +7,8 @@ import pytest
 
 from khmer_ocr.data.config import FontConfig, TextConfig
 from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, select_fonts
-from khmer_ocr.data.sources import LineComposer, TextSourceError, number, place, syllable_word
+from khmer_ocr.data.sources import LineComposer, number, place, syllable_word
+from khmer_ocr.data.text_tables import TextSourceError
 from khmer_ocr.script import default_charset, is_normalized
 from khmer_ocr.script.clusters import invalid_clusters
 

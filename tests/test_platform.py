@@ -47,10 +47,11 @@ def test_state_folder_is_private_and_secrets_are_owner_only(tmp_path: Path) -> N
 
 
 def _free_ports():
-    from khmer_ocr.platform import Ports
+    from khmer_ocr.platform import PlatformPorts
     from khmer_ocr.processes import free_port
+    from khmer_ocr.torchserve.server import Ports
 
-    return Ports(*(free_port() for _ in range(7)))
+    return PlatformPorts(free_port(), free_port(), Ports(*(free_port() for _ in range(5))))
 
 
 def test_the_cli_finds_the_running_platforms_mlflow(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -61,8 +62,9 @@ def test_the_cli_finds_the_running_platforms_mlflow(tmp_path: Path, monkeypatch,
     from mlflow import MlflowClient
 
     from khmer_ocr.cli import main
-    from khmer_ocr.inference import REFERENCE_MODEL
-    from khmer_ocr.tracking import log_model_folder, resolve_tracking_uri
+    from khmer_ocr.mlflow_client import resolve_tracking_uri
+    from khmer_ocr.model_folder import REFERENCE_MODEL
+    from khmer_ocr.tracking import log_model_folder
 
     for key in ("MLFLOW_TRACKING_URI", "KHMER_OCR_STATE"):
         monkeypatch.delenv(key, raising=False)
@@ -100,7 +102,7 @@ def test_up_status_up_again_and_down_on_free_ports(tmp_path: Path, monkeypatch) 
     from khmer_ocr.torchserve.deploy import SMOKE_IMAGE, SMOKE_TEXT
     from khmer_ocr.torchserve.server import TorchServeProcess
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # start_torchserve sets it: restored after
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     platform = LocalPlatform(tmp_path / "state", _free_ports())
     torchserve = TorchServeProcess(platform.state / "torchserve")
     stopped: list[str] = []

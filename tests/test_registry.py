@@ -14,9 +14,9 @@ import pytest
 
 from khmer_ocr import registry
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import generate_dataset
-from khmer_ocr.inference import REFERENCE_MODEL
-from khmer_ocr.registry import PromotionRefused, RegistryError
+from khmer_ocr.data.writer import generate_dataset
+from khmer_ocr.errors import PromotionRefused, RegistryError
+from khmer_ocr.model_folder import REFERENCE_MODEL
 from khmer_ocr.tracking import log_model_folder
 from khmer_ocr.training.phases import train_config
 
@@ -465,7 +465,7 @@ def test_model_downloads_are_cached_by_content_not_by_version_number(
     from khmer_ocr.errors import ModelLoadError
     from khmer_ocr.inference import load_model, save_model
     from khmer_ocr.model_folder import WEIGHTS
-    from khmer_ocr.registry import download_model
+    from khmer_ocr.model_store import download_model
     from tests.conftest import running_mlflow
 
     def file_sha256(path: Path) -> str:

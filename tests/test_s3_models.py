@@ -12,9 +12,10 @@ from PIL import Image
 
 from khmer_ocr import registry, storage
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import generate_dataset
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.errors import ModelLoadError
-from khmer_ocr.inference import REFERENCE_MODEL, Recognizer
+from khmer_ocr.inference import Recognizer
+from khmer_ocr.model_folder import REFERENCE_MODEL
 from khmer_ocr.torchserve.deploy import SMOKE_IMAGE
 from khmer_ocr.tracking import log_model_folder
 from tests.conftest import S3Server, running_mlflow
@@ -31,6 +32,17 @@ def test_model_folder_on_s3(s3_env: str, tmp_path: Path, monkeypatch: pytest.Mon
         storage.put_file(f, storage.join(uri, f.name))
     expected = Recognizer.load().predict([_smoke()])[0]
     assert Recognizer.load(uri).predict([_smoke()])[0] == expected
+    # the same resolver serves archives and transfer learning (khmer_ocr.model_store)
+    from khmer_ocr.inference import load_model
+    from khmer_ocr.models import build_model
+    from khmer_ocr.storage import sha256_file
+    from khmer_ocr.torchserve.archive import resolve_model
+    from khmer_ocr.training.transfer import transfer_weights
+
+    assert resolve_model(uri).version == "0." + sha256_file(REFERENCE_MODEL / "model.safetensors")[:10]
+    fresh = build_model(load_model(REFERENCE_MODEL)[1])
+    n = len(fresh.state_dict())
+    assert f"transferred {n} of {n} tensors" in transfer_weights(fresh, uri)
     storage.s3_client().delete_object(Bucket=s3_env[5:], Key="models/reference/charset.json")
     with pytest.raises(ModelLoadError, match=r"missing charset\.json"):
         Recognizer.load(uri)

@@ -25,9 +25,11 @@ import pytest
 from khmer_ocr import registry
 from khmer_ocr.cli import main
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, generate_dataset
+from khmer_ocr.data.reader import Dataset
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.errors import DeployError
-from khmer_ocr.inference import REFERENCE_MODEL, load_model, save_model
+from khmer_ocr.inference import load_model, save_model
+from khmer_ocr.model_folder import REFERENCE_MODEL
 from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive
 from khmer_ocr.torchserve.client import TorchServeClient

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, generate_dataset
 from khmer_ocr.data.generate import split_of
+from khmer_ocr.data.reader import Dataset
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.script import default_charset
 from khmer_ocr.training.config import load_train_config
 from khmer_ocr.training.stream import LineStream, StreamPosition, stream_batches

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset, generate_dataset
-from khmer_ocr.inference import ModelLoadError, Recognizer
+from khmer_ocr.data.reader import Dataset
+from khmer_ocr.data.writer import generate_dataset
+from khmer_ocr.errors import ModelLoadError
+from khmer_ocr.inference import Recognizer
 from khmer_ocr.training.phases import PhaseRun, train_config
 
 _OVERRIDES = [
@@ -128,3 +130,33 @@ def test_registered_alias_loads_through_recognizer(tracked, mlflow_env: str) -> 
         Recognizer.load("models:/khmer-ocr-test@missing")
     with pytest.raises(ModelLoadError, match="models:/no-such-model@candidate"):
         Recognizer.load("models:/no-such-model@candidate")
+
+
+def test_training_starts_from_a_tracked_runs_model(
+    tracked, mlflow_server: str, tmp_path: Path, monkeypatch
+) -> None:
+    """init_from runs:/<run id>/model, the registry given as tracking_uri (no MLFLOW_TRACKING_URI): the run's
+    model is fetched by khmer_ocr.model_store and its weights start the new training."""
+    import torch
+
+    from khmer_ocr.inference import load_model
+    from khmer_ocr.models import build_model
+    from khmer_ocr.training.config import load_train_config
+    from khmer_ocr.training.trainer import train
+    from khmer_ocr.training.transfer import transfer_weights
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    run, dataset = tracked
+    ref = f"runs:/{run.run_id}/model"
+    trained, cfg, _ = load_model(run.result.model_dir)
+    fresh = build_model(cfg)
+    n = len(fresh.state_dict())
+    assert f"transferred {n} of {n} tensors" in transfer_weights(fresh, ref, tracking_uri=mlflow_server)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in trained.state_dict().items())
+    tiny = [*_OVERRIDES, "optim.epochs=1", "max_steps_per_epoch=1", f"data.dataset={dataset}"]
+    cfg = load_train_config("production_fast", None, tiny)
+    cfg.init_from = ref
+    tuned = train(cfg, tmp_path / "tuned", progress=False, tracking_uri=mlflow_server)
+    assert tuned.epochs_run == 1 and cfg.model.num_classes == 203  # the caller's config is left as it was

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import generate_dataset
+from khmer_ocr.data.writer import generate_dataset
+from khmer_ocr.names import PHASE3_1
 from khmer_ocr.script import default_charset
-from khmer_ocr.training.config import PHASE3_1, load_train_config
+from khmer_ocr.training.config import load_train_config
 from khmer_ocr.training.data import width_batches
 from khmer_ocr.training.losses import LossConfig, RecognitionLoss, focal_loss, hierarchical_loss
 from khmer_ocr.training.trainer import train
@@ -127,10 +128,9 @@ def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> N
 
 def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: Path) -> None:
     from khmer_ocr.cli import main
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset, ShardReader
     from khmer_ocr.evaluation.evaluate import evaluate
     from khmer_ocr.inference import Recognizer
-    from khmer_ocr.training.data import ShardReader
 
     cfg = load_train_config(
         "production_fast",
@@ -178,10 +178,9 @@ def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: P
 def test_committed_reference_model_reads_clean_lines(dataset: str) -> None:
     """Recognizer.load() with no argument loads the committed model; on clean, short lines (levels 1-2) it
     measured 97.3 % character accuracy when it was committed."""
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset, ShardReader
     from khmer_ocr.evaluation import score
     from khmer_ocr.inference import Recognizer
-    from khmer_ocr.training.data import ShardReader
 
     ds = Dataset(dataset)
     records = ds.records[:100]
@@ -234,7 +233,7 @@ def test_distributed_data_parallel_under_torchrun(dataset: str, tmp_path: Path) 
 def test_export_agrees_with_eager_and_refuses_the_hybrid(dataset: str, tmp_path: Path) -> None:
     from khmer_ocr.errors import ExportError
     from khmer_ocr.export import export_torchscript
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.model_folder import REFERENCE_MODEL
 
     result = export_torchscript(REFERENCE_MODEL, tmp_path / "model.pt")
     assert result.path.is_file() and result.same_decoding and result.max_abs_diff < 1e-3

@@ -15,9 +15,11 @@ from PIL import Image
 
 from khmer_ocr import storage
 from khmer_ocr.data.config import DataConfig, FontConfig
-from khmer_ocr.data.dataset import DatasetError, generate_dataset
 from khmer_ocr.data.fonts import select_fonts
-from khmer_ocr.data.validate import BALANCE_HIGH, BALANCE_LOW, TOO_FEW_ROWS, validate_dataset
+from khmer_ocr.data.format import DatasetError
+from khmer_ocr.data.validation import validate_dataset
+from khmer_ocr.data.validation.rules import BALANCE_HIGH, BALANCE_LOW, TOO_FEW_ROWS
+from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.script import is_normalized
 
 CHECKS = [
@@ -291,7 +293,7 @@ def test_font_imbalance_names_fonts(copy: Path) -> None:
 
 def test_shards_outside_the_dataset_are_never_read(copy: Path) -> None:
     """Validation names the records and reads nothing outside; the reader (training) refuses the manifest."""
-    from khmer_ocr.data.dataset import Dataset, record_bytes
+    from khmer_ocr.data.reader import Dataset, record_bytes
 
     _shard_elsewhere(lambda root, copy: "../outside/shard.tar")(copy)
     report = validate_dataset(copy, progress=False)
@@ -345,7 +347,7 @@ def test_s3_dataset_and_report(dataset: Path, s3_env: str) -> None:
 
 def test_font_balance_waits_for_enough_rows_per_font(tmp_path: Path) -> None:
     """With every installed font, 400 lines are too few to judge each font's share: said, not failed."""
-    from khmer_ocr.data.validate import MIN_ROWS_PER_FONT
+    from khmer_ocr.data.validation.rules import MIN_ROWS_PER_FONT
 
     out = tmp_path / "all-fonts"
     generate_dataset(DataConfig(name="a", num_samples=400, shard_size=200), out, workers=2, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from khmer_ocr import __version__
+from khmer_ocr.version import __version__
 
 DESCRIPTION = """\
 khmer-ocr: synthetic Khmer text-line data, recognizer training, evaluation and prediction.
@@ -65,14 +65,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from khmer_ocr.config import ConfigError
-    from khmer_ocr.data.dataset import DatasetError
-    from khmer_ocr.data.fonts import FontError
-    from khmer_ocr.data.sources import TextSourceError
-    from khmer_ocr.errors import ExportError, ModelLoadError, PromotionRefused, RegistryError, ServingError
-    from khmer_ocr.platform import PlatformError
-    from khmer_ocr.storage import StorageError
-    from khmer_ocr.training.bundle import BundleError
+    """Run one command; a library error (khmer_ocr.errors.KhmerOcrError) is one line on stderr and exit
+    status 2 (a refused promotion: 1)."""
+    from khmer_ocr.errors import KhmerOcrError, PromotionRefused
 
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
@@ -81,19 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except PromotionRefused as exc:
         print(f"khmer-ocr: refused: {exc}", file=sys.stderr)
         return 1
-    except (
-        RegistryError,
-        ServingError,
-        PlatformError,
-        ConfigError,
-        DatasetError,
-        FontError,
-        TextSourceError,
-        StorageError,
-        ModelLoadError,
-        ExportError,
-        BundleError,
-    ) as exc:
+    except KhmerOcrError as exc:
         print(f"khmer-ocr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,7 +82,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
 def _generate(args: argparse.Namespace) -> int:
     from khmer_ocr.config import load_config, profile_path
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
+    from khmer_ocr.data.writer import generate_dataset
 
     path = args.config if args.config else profile_path("data", args.profile)
     overrides = list(args.overrides)
@@ -111,7 +111,7 @@ def _path(uri: str, name: str) -> str:
 
 def _validate_and_report(uri: str, report_dir: str | None) -> int:
     from khmer_ocr import storage
-    from khmer_ocr.data.validate import validate_dataset
+    from khmer_ocr.data.validation import validate_dataset
 
     if report_dir is None and not storage.is_s3(uri):
         report_dir = uri
@@ -152,7 +152,7 @@ def _fonts(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from khmer_ocr.config import load_config, profile_path
     from khmer_ocr.data.config import DataConfig
-    from khmer_ocr.data.dataset import generate_dataset
+    from khmer_ocr.data.writer import generate_dataset
 
     cfg = load_config(DataConfig, profile_path("data", "demo"))
     out = Path(args.state, "datasets", cfg.name)
@@ -171,9 +171,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _read_a_few(uri: str, n: int = 5) -> None:
     """Show the committed reference model reading some unseen-font test lines of the dataset."""
-    from khmer_ocr.data.dataset import Dataset
+    from khmer_ocr.data.reader import Dataset, ShardReader
     from khmer_ocr.inference import Recognizer
-    from khmer_ocr.training.data import ShardReader
 
     ds = Dataset(uri)
     records = [r for r in ds.split("test_unseen_font") if r["difficulty"] <= 2][:n]

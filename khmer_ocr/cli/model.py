@@ -33,7 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--workers", type=int, help="generator processes for --stream (default 1)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES", help="train for this many minutes")
     p.add_argument("--profile", choices=["demo", "full"], help="scale the config: demo = minutes on a CPU")
-    p.add_argument("--init-from", help="transfer from a checkpoint, model folder or models:/name@alias")
+    p.add_argument(
+        "--init-from",
+        help="transfer from a checkpoint (.pt) or a model folder, s3://..., models:/name@alias, runs:/ID/...",
+    )
     add_overrides(p, "optim.lr=0.0005")
     add_tracking(p)
     p = sub.add_parser(
@@ -95,7 +98,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
 
 def _export(args: argparse.Namespace) -> int:
     from khmer_ocr.export import export_torchscript
-    from khmer_ocr.inference import REFERENCE_MODEL
+    from khmer_ocr.model_folder import REFERENCE_MODEL
 
     result = export_torchscript(args.model or REFERENCE_MODEL, args.out)
     print(f"exported {result.path} (max |logit diff| vs eager {result.max_abs_diff:.1e}, same decoding)")
@@ -103,7 +106,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from khmer_ocr.tracking import require_server
+    from khmer_ocr.mlflow_client import require_server
     from khmer_ocr.training.phases import train_config
 
     if not args.data and not args.stream:
@@ -138,8 +141,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from khmer_ocr.tracking import require_server
-    from khmer_ocr.training.config import PHASE3_1
+    from khmer_ocr.mlflow_client import require_server
+    from khmer_ocr.names import PHASE3_1
     from khmer_ocr.training.phases import comparison_table, run_phase3_1
 
     require_server(args.tracking_uri)
@@ -188,7 +191,9 @@ def _predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             rows[-1]["error"] = str(exc)
     if args.page:
-        pages = recognizer.read_pages([im for _, im in readable]) if readable else []
+        from khmer_ocr.pages import PageReader
+
+        pages = PageReader(recognizer).read([im for _, im in readable]) if readable else []
         for (k, _), page in zip(readable, pages, strict=True):
             rows[k].update(page.to_dict())
     else:

@@ -19,13 +19,16 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     )
     p.add_argument("action", choices=["run", "up", "down", "status"])
     p.add_argument("--state", default=".khmer-ocr", help="state folder (default: .khmer-ocr)")
+    p.add_argument(
+        "--checkout", default=".", help="the repository checkout whose dags/ and plugins/ Airflow runs"
+    )
     return {"platform": _platform}
 
 
 def _platform(args: argparse.Namespace) -> int:
     from khmer_ocr.platform import LocalPlatform
 
-    platform = LocalPlatform(args.state)
+    platform = LocalPlatform(args.state, checkout=args.checkout)
     if args.action == "down":
         stopped = platform.down()
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")

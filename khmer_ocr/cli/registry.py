@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from khmer_ocr.names import MODEL_NAME
+
 REGISTRY_HELP = (
     "The registered model `khmer-ocr` in MLflow at --tracking-uri (default $MLFLOW_TRACKING_URI, else the "
     "MLflow of the local platform running from here (`make run`), else ./mlflow.db). Aliases: candidate "
@@ -32,7 +34,7 @@ def _common(p: argparse.ArgumentParser, who: bool = True) -> None:
         "$MLFLOW_TRACKING_URI, else the local platform's MLflow when `make run` runs from here, else "
         "./mlflow.db",
     )
-    p.add_argument("--name", default="khmer-ocr", help="registered model name (default: khmer-ocr)")
+    p.add_argument("--name", default=MODEL_NAME, help="registered model name")
     if who:
         p.add_argument("--by", default=getpass.getuser(), help="who is acting (recorded in tags)")
 

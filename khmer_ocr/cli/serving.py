@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+from khmer_ocr.names import MODEL_NAME
+
 MODEL_HELP = "model folder, models:/khmer-ocr@champion, runs:/<id>/model (default: the reference model)"
 
 
@@ -20,7 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     )
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--out", required=True, help="folder for the archive (e.g. a TorchServe model store)")
-    p.add_argument("--name", default="khmer-ocr", help="model name in TorchServe (default: khmer-ocr)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name in TorchServe")
     p = sub.add_parser(
         "serve",
         help="serve a model over REST with TorchServe, in the foreground",
@@ -66,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         "give the keys as $TORCHSERVE_MANAGEMENT_TOKEN / $TORCHSERVE_INFERENCE_TOKEN)",
     )
     p.add_argument("--expect-text", help="also require the smoke test to read exactly this text")
-    p.add_argument("--name", default="khmer-ocr", help="model name in TorchServe (default: khmer-ocr)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name in TorchServe")
     return {"export-mar": _export_mar, "serve": _serve, "deploy": _deploy}
 
 
@@ -91,9 +93,9 @@ def _serve(args: argparse.Namespace) -> int:
     archive = build_archive(args.model, server.model_store)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        server.start([f"khmer-ocr={archive.name}"])
+        server.start([f"{MODEL_NAME}={archive.name}"])
         print(
-            f"serving {archive.name}: POST images to http://127.0.0.1:{ports.inference}/predictions/khmer-ocr"
+            f"serving {archive.name}: POST images to http://127.0.0.1:{ports.inference}/predictions/{MODEL_NAME}"
         )
         print(
             f"management http://127.0.0.1:{ports.management}, metrics http://127.0.0.1:{ports.metrics}/metrics"

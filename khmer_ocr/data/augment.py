@@ -85,8 +85,8 @@ def paper(rng: np.random.Generator, shape: tuple[int, int], level: float, textur
     return np.clip(bg, 0.0, 1.0, out=bg)
 
 
-def _gradient(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """A multiplicative illumination ramp in a random direction, from 1 down to 1 - strength."""
+def illumination_ramp(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A linear ramp from 0 to 1 across the image, in a random direction (float32, the image's shape)."""
     h, w = shape
     theta = rng.uniform(0, 2 * math.pi)
     ramp = (
@@ -95,6 +95,12 @@ def _gradient(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     )
     ramp -= ramp.min()
     ramp /= max(float(ramp.max()), 1e-6)
+    return ramp
+
+
+def _gradient(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A multiplicative illumination ramp in a random direction, from 1 down to 1 - strength."""
+    ramp = illumination_ramp(rng, shape)
     return 1.0 - float(rng.uniform(0.1, 0.35)) * ramp
 
 

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from khmer_ocr.errors import KhmerOcrError
+
 REGISTRY = "https://registry.npmjs.org"
 WEIGHTS = {400: "Regular", 700: "Bold"}  # the static instances taken from each package, when present
 LICENSE = "OFL-1.1"
@@ -137,7 +139,7 @@ FONT_PACKS = (
 )
 
 
-class FontPackError(RuntimeError):
+class FontPackError(KhmerOcrError, RuntimeError):
     """A font package that cannot be fetched, verified or converted."""
 
 

@@ -14,6 +14,7 @@ import uharfbuzz as hb
 from PIL import ImageFont, features
 
 from khmer_ocr.data.config import FontConfig
+from khmer_ocr.errors import KhmerOcrError
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
 # Font folders (os.pathsep-separated) searched instead of the system's fonts when set: a training bundle's
@@ -27,7 +28,7 @@ def _draws_ink(ch: str) -> bool:
     return "!" <= ch <= "~"
 
 
-class FontError(ValueError):
+class FontError(KhmerOcrError, ValueError):
     """A font setting that cannot be honoured (unknown name, missing path, too few fonts, no RAQM)."""
 
 

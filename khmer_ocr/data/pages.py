@@ -20,7 +20,6 @@ the right one for documents.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,6 +29,7 @@ from khmer_ocr.data import augment
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.fonts import FontInfo, ShapingChecker, require_raqm, select_fonts
 from khmer_ocr.data.generate import MAX_SPLIT_TRIES, split_of
+from khmer_ocr.data.page_effects import degrade, light, warp
 from khmer_ocr.data.png import encode_png
 from khmer_ocr.data.render import line_ink, load_font
 from khmer_ocr.data.sources import LineComposer
@@ -412,10 +412,10 @@ class PageFactory:
             for ln in lines
         ]
         if style in ("scan", "photo"):
-            img, corners = self._warp(rng, style, img, corners)
-            img = self._light(rng, style, img)
+            img, corners = warp(rng, style, img, corners, self.cfg.pages)
+            img = light(rng, style, img)
         out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        out = self._degrade(rng, style, out)
+        out = degrade(rng, style, out)
         boxes = []
         for c in corners:
             x0, y0 = np.floor(c.min(0)).astype(int)
@@ -429,84 +429,3 @@ class PageFactory:
                 )
             )
         return out, boxes
-
-    def _warp(
-        self, rng: np.random.Generator, style: str, img: np.ndarray, corners: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Rotation (and for photos perspective, on a darker surface around the page)."""
-        h, w = img.shape
-        pc = self.cfg.pages
-        angle = math.radians(float(rng.uniform(-pc.rotation, pc.rotation)))
-        src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-        c, s = math.cos(angle), math.sin(angle)
-        centre = np.array([w / 2, h / 2], np.float32)
-        dst = (src - centre) @ np.array([[c, -s], [s, c]], np.float32).T + centre
-        if style == "photo":
-            dst += rng.uniform(-pc.perspective, pc.perspective, size=(4, 2)).astype(np.float32) * min(w, h)
-            border = rng.uniform(0.03, 0.08, size=2) * np.array([w, h])
-        else:
-            border = np.array([0.0, 0.0])
-        dst -= dst.min(0) - border.astype(np.float32)
-        size = np.ceil(dst.max(0) + border).astype(int)
-        m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-        surface = float(rng.uniform(0.15, 0.5)) if style == "photo" else float(np.median(img))
-        warped = cv2.warpPerspective(
-            img,
-            m,
-            (int(size[0]), int(size[1])),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=surface,
-        )
-        moved = [cv2.perspectiveTransform(c[None], m)[0] for c in corners]
-        return warped, moved
-
-    @staticmethod
-    def _light(rng: np.random.Generator, style: str, img: np.ndarray) -> np.ndarray:
-        """Uneven illumination: a ramp in a random direction, and for photos a soft shadow and vignette."""
-        h, w = img.shape
-        theta = rng.uniform(0, 2 * math.pi)
-        ramp = (
-            np.linspace(0.0, math.cos(theta), w, dtype=np.float32)[None, :]
-            + np.linspace(0.0, math.sin(theta), h, dtype=np.float32)[:, None]
-        )
-        ramp -= ramp.min()
-        ramp /= max(float(ramp.max()), 1e-6)
-        strength = float(rng.uniform(0.05, 0.25) if style == "scan" else rng.uniform(0.2, 0.45))
-        img = img * (1.0 - strength * ramp)
-        if style == "photo":
-            yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
-            xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-            img *= 1.0 - float(rng.uniform(0.05, 0.2)) * (xx * xx + yy * yy) / 2
-            cx, cy, r = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.3, 0.8)
-            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-            img *= 1.0 - float(rng.uniform(0.1, 0.3)) * blob
-        return img
-
-    @staticmethod
-    def _degrade(rng: np.random.Generator, style: str, out: np.ndarray) -> np.ndarray:
-        if style == "clean":
-            return out
-        if style == "screen":
-            if rng.random() < 0.3:  # shared through a chat application
-                _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 90))])
-                out = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-            return out
-        scan = style == "scan"
-        if rng.random() < (0.5 if scan else 0.8):
-            sigma = float(rng.uniform(0.3, 0.9) if scan else rng.uniform(0.5, 1.2))
-            out = cv2.GaussianBlur(out, (0, 0), sigma)
-        if rng.random() < (0.2 if scan else 0.3):
-            h, w = out.shape
-            f = float(rng.uniform(0.65, 0.85))
-            small = cv2.resize(out, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
-            out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        if rng.random() < 0.7:
-            std = float(rng.uniform(2.0, 6.0) if scan else rng.uniform(3.0, 9.0))
-            noisy = out.astype(np.float32) + std * augment.gaussian_noise(rng, out.shape)
-            out = np.clip(noisy, 0, 255).astype(np.uint8)
-        if rng.random() < (0.4 if scan else 0.8):
-            quality = int(rng.integers(45, 90) if scan else rng.integers(35, 80))
-            _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            out = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-        return np.ascontiguousarray(out)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 
-from khmer_ocr.data.dataset import Dataset
+from khmer_ocr.data.reader import Dataset, ShardReader
 from khmer_ocr.evaluation.gates import load_gates
 from khmer_ocr.evaluation.metrics import measure_latency
 from khmer_ocr.evaluation.report import EvaluationReport, build_report
 from khmer_ocr.inference import Recognizer
-from khmer_ocr.training.data import ShardReader
 
 DEFAULT_SPLITS = ("test", "test_unseen_font")
 
@@ -25,14 +24,15 @@ def evaluate(
     max_lines: int | None = None,
     latency_lines: int = 50,
     batch_size: int = 32,
+    tracking_uri: str | None = None,
 ) -> EvaluationReport:
     """Recognize every line of the splits, score them (each split whole and per difficulty level, from the
     records' `difficulty` field), time batch-1 inference on one thread, check gates.
 
     Latency is measured the way the gates mean it: one line at a time, one CPU thread, preprocessing
-    included.
+    included. tracking_uri: the MLflow registry of a models:/ or runs:/ model_ref.
     """
-    recognizer = Recognizer.load(model_ref)
+    recognizer = Recognizer.load(model_ref, tracking_uri=tracking_uri)
     dataset = Dataset(dataset_uri)
     reader = ShardReader(dataset)
     per_split: dict[str, tuple[list[str], list[str]]] = {}

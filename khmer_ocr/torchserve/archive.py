@@ -6,7 +6,6 @@ An archive holds the handler (serving/handler.py), serving/model-config.yaml and
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -16,11 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from khmer_ocr import model_store, storage
 from khmer_ocr.errors import ServingError
-from khmer_ocr.inference import REFERENCE_MODEL
 from khmer_ocr.model_folder import FILES, WEIGHTS, missing_files
-
-MODEL_NAME = "khmer-ocr"
+from khmer_ocr.names import MODEL_NAME
 
 
 def serving_dir() -> Path:
@@ -39,22 +37,16 @@ class ResolvedModel:
     ref: str
 
 
-def resolve_model(ref: str | Path | None) -> ResolvedModel:
-    """A model folder and a version label for a model reference (folder, models:/..., runs:/..., None for
-    the committed reference model)."""
+def resolve_model(ref: str | Path | None, tracking_uri: str | None = None) -> ResolvedModel:
+    """A model folder and a version label for a model reference (any that khmer_ocr.model_store resolves:
+    a folder, s3://..., models:/..., runs:/..., None for the committed reference model)."""
     ref_s = str(ref) if ref is not None else ""
-    version = None
-    if ref_s.startswith(("models:/", "runs:/")):
-        from khmer_ocr.registry import download_model, registry_version
-
-        model_dir = download_model(ref_s)
-        version = registry_version(ref_s)
-    else:
-        model_dir = Path(ref_s) if ref_s else REFERENCE_MODEL
+    model_dir = model_store.model_dir(ref, tracking_uri)
     if missing := missing_files(model_dir):
         raise ServingError(f"{ref_s or model_dir} is not a model folder: missing {', '.join(missing)}")
+    version = model_store.registry_version(ref_s, tracking_uri) if ref_s else None
     if version is None:
-        version = "0." + hashlib.sha256((model_dir / WEIGHTS).read_bytes()).hexdigest()[:10]
+        version = "0." + storage.sha256_file(model_dir / WEIGHTS)[:10]
     return ResolvedModel(model_dir, version, ref_s or "reference")
 
 
@@ -76,9 +68,10 @@ def build_archive(
     *,
     model_name: str = MODEL_NAME,
     version: str | None = None,
+    tracking_uri: str | None = None,
 ) -> Path:
     """Write <out_dir>/<model_name>-v<version>.mar for a model reference; returns its path."""
-    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, tracking_uri)
     version = version or resolved.version
     serving = serving_dir()
     out_dir = Path(out_dir)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from khmer_ocr.errors import DeployError, ServingError
-from khmer_ocr.torchserve.archive import MODEL_NAME, build_archive, resolve_model
+from khmer_ocr.names import MODEL_NAME
+from khmer_ocr.torchserve.archive import build_archive, resolve_model
 from khmer_ocr.torchserve.client import TorchServeClient
 from khmer_ocr.torchserve.requests import decode_image
 
@@ -76,15 +77,17 @@ def deploy(
     smoke_image: bytes | None = None,
     smoke_expect: str | None = None,
     workers: int = 1,
+    tracking_uri: str | None = None,
 ) -> DeployResult:
     """Serve model_ref as the default version of model_name on the TorchServe behind client.
 
-    model_store must be the folder that TorchServe reads archives from (the archive is written there).
+    model_store must be the folder that TorchServe reads archives from (the archive is written there);
+    tracking_uri: the MLflow registry of models:/ and runs:/ references.
     """
     from khmer_ocr.errors import ModelLoadError
     from khmer_ocr.inference import Recognizer
 
-    resolved = resolve_model(model_ref)
+    resolved = resolve_model(model_ref, tracking_uri)
     image = smoke_image if smoke_image is not None else SMOKE_IMAGE.read_bytes()
     try:  # fail fast, before TorchServe is touched; its answer is what the served version must say
         in_process = (

@@ -23,8 +23,10 @@ from khmer_ocr.torchserve.archive import serving_dir
 from khmer_ocr.torchserve.client import TorchServeClient
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ports:
+    """A TorchServe instance's ports (REST inference, management, metrics; gRPC)."""
+
     inference: int = 8080
     management: int = 8081
     metrics: int = 8082

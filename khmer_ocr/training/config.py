@@ -5,20 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from khmer_ocr.config import CONFIG_DIR, ConfigError, load_config, profile_path
+from khmer_ocr.config import ConfigError, load_config, profile_path
 from khmer_ocr.data.curriculum import CurriculumSchedule
 from khmer_ocr.models import ModelConfig
 from khmer_ocr.training.losses import LossConfig
-
-PHASE3_1 = (
-    "conservative_small",
-    "baseline_optimized",
-    "focal_loss_experiment",
-    "aggressive_learning",
-    "fast_convergence",
-    "large_model_regularized",
-    "ctc_alignment_free",
-)
 
 
 @dataclass
@@ -93,11 +83,3 @@ def load_train_config(
     if cfg.early_stopping_metric not in ("sequence_accuracy", "char_accuracy"):
         raise ConfigError("early_stopping_metric must be sequence_accuracy or char_accuracy")
     return cfg
-
-
-def phase_config_names() -> list[str]:
-    return (
-        [f"phase3_1/{n}" for n in PHASE3_1]
-        + ["phase3_2"]
-        + sorted(p.stem for p in (CONFIG_DIR / "train").glob("*.yaml") if p.stem not in ("base", "phase3_2"))
-    )

@@ -2,61 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from khmer_ocr import storage
-from khmer_ocr.data.dataset import Dataset, decode_gray
-from khmer_ocr.data.sources import cache_dir
+from khmer_ocr.data.reader import Dataset, ShardReader
+from khmer_ocr.models import EOS, PAD, SOS
 from khmer_ocr.preprocess import batch_lines, prepare_line
 from khmer_ocr.script import Charset
-
-PAD, SOS, EOS = 0, 1, 2
-
-
-class ShardReader:
-    """Reads image bytes by (shard, offset, size); shards of s3:// datasets are downloaded once and cached."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self._files: dict[str, object] = {}
-        self._local_root: Path | None = None if storage.is_s3(dataset.uri) else Path(dataset.uri)
-
-    def _local(self, shard: str) -> Path:
-        if self._local_root is not None:
-            return self._local_root / shard
-        key = hashlib.sha256(self.dataset.uri.encode()).hexdigest()[:16]
-        path = cache_dir() / "datasets" / key / shard
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            storage.get_file(storage.join(self.dataset.uri, shard), path)
-        return path
-
-    def read(self, rec: dict) -> bytes:
-        f = self._files.get(rec["shard"])
-        if f is None:
-            f = self._files[rec["shard"]] = open(self._local(rec["shard"]), "rb")  # noqa: SIM115
-        f.seek(int(rec["offset"]))
-        return f.read(int(rec["size"]))
-
-    def image(self, rec: dict) -> np.ndarray:
-        return decode_gray(self.read(rec), rec)
-
-    def close(self) -> None:
-        """Close the shard files this reader opened."""
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-
-    def __del__(self) -> None:  # readers live as long as their datasets: close with them
-        self.close()
-
-    def __getstate__(self) -> dict:  # open files do not cross process boundaries
-        return {**self.__dict__, "_files": {}}
 
 
 class LineSamples(torch.utils.data.Dataset):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from khmer_ocr.models import PAD
 from khmer_ocr.script import CharClass, Charset, char_class
-from khmer_ocr.training.data import PAD, Batch
+from khmer_ocr.training.data import Batch
 
 
 @dataclass

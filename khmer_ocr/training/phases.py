@@ -7,10 +7,11 @@ phase 3.2 starts from that model with the phase-3.2 configuration.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from khmer_ocr.training.config import PHASE3_1, load_train_config
+from khmer_ocr.names import PHASE3_1
+from khmer_ocr.training.config import load_train_config
 from khmer_ocr.training.trainer import TrainResult, train
 
 
@@ -41,19 +42,23 @@ def train_config(
 ) -> PhaseRun:
     """Train one named configuration (e.g. phase3_1/baseline_optimized) on a dataset.
 
-    With track or a tracking_uri the run is recorded in MLflow (khmer_ocr.tracking.MlflowTracker; the URI
-    defaults to MLFLOW_TRACKING_URI, else ./mlflow.db); re-running into the same out_dir resumes its run.
+    The run's inputs are arguments: the dataset (a folder or s3:// prefix; with data.stream.enabled only its
+    val/test lines are read) and init_from (a checkpoint or any model reference; tracking_uri is its
+    registry) are set on the loaded config, after the overrides. With track or a tracking_uri the run is
+    recorded in MLflow (khmer_ocr.tracking.MlflowTracker; the URI defaults as
+    khmer_ocr.mlflow_client.resolve_tracking_uri says); re-running into the same out_dir resumes its run.
     """
-    extra = ([f"data.dataset={dataset}"] if dataset else []) + (
-        [f"init_from={init_from}"] if init_from else []
-    )
-    cfg = load_train_config(name, profile, [*extra, *(overrides or [])])
+    cfg = load_train_config(name, profile, overrides)
+    if dataset:
+        cfg = replace(cfg, data=replace(cfg.data, dataset=str(dataset)))
+    if init_from:
+        cfg = replace(cfg, init_from=str(init_from))
     tracker = None
     if track or tracking_uri:
         from khmer_ocr.tracking import MlflowTracker  # MLflow is only imported when tracking
 
         tracker = MlflowTracker(tracking_uri, run_name=cfg.name, run_file=Path(out_dir) / "mlflow_run.json")
-    result = train(cfg, Path(out_dir), progress=progress, tracker=tracker)
+    result = train(cfg, Path(out_dir), progress=progress, tracker=tracker, tracking_uri=tracking_uri)
     best = _best_row(result)
     return PhaseRun(
         cfg.name,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from khmer_ocr.data.curriculum import CurriculumSchedule
 from khmer_ocr.preprocess import prepare_line
 from khmer_ocr.script import Charset
 from khmer_ocr.training.data import Batch, collate
+
+if TYPE_CHECKING:
+    from khmer_ocr.training.config import TrainConfig
 
 
 @dataclass
@@ -115,7 +120,8 @@ def stream_batches(stream: LineStream, position: StreamPosition, workers: int) -
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) as a resume restored it
     )
     for g, batches in loader:
-        assert g == position.group, f"stream out of order: group {g}, expected {position.group}"
+        if g != position.group:
+            raise RuntimeError(f"stream out of order: group {g}, expected {position.group}")
         if position.batch >= len(batches):  # a position that ends a group: its batches are all used
             position.group, position.batch = g + 1, 0
             continue
@@ -123,3 +129,49 @@ def stream_batches(stream: LineStream, position: StreamPosition, workers: int) -
             last = k + 1 == len(batches)
             position.group, position.batch = (g + 1, 0) if last else (g, k + 1)
             yield batches[k]
+
+
+def stream_data_config(cfg: TrainConfig) -> DataConfig:
+    """The data config of streamed training lines: the stream's profile and overrides, seed = cfg.seed
+    unless an override sets it."""
+    from khmer_ocr.config import load_config, profile_path
+
+    overrides = [f"seed={cfg.seed}", *cfg.data.stream.overrides]
+    return load_config(DataConfig, profile_path("data", cfg.data.stream.profile), overrides)
+
+
+def validation_dataset(cfg: TrainConfig, out: Path, data_cfg: DataConfig, rank: int) -> str:
+    """The dataset validation reads in a streamed run: cfg.data.dataset, or (none given) a small set of
+    val/test lines generated into out/eval-data with the stream's split fractions, validated with Great
+    Expectations when it is installed."""
+    if cfg.data.dataset:
+        return cfg.data.dataset
+    path = out / "eval-data"
+    if rank == 0 and not (path / "manifest.jsonl").exists():
+        from khmer_ocr.data.writer import generate_dataset
+
+        eval_cfg = replace(
+            data_cfg,
+            name=f"{data_cfg.name}-eval",
+            num_samples=cfg.data.stream.eval_lines,
+            seed=data_cfg.seed + 1,
+            splits=["val", "test"],
+        )
+        generate_dataset(
+            eval_cfg, path, workers=max(1, cfg.data.stream.workers), overwrite=True, progress=False
+        )
+        import importlib.util
+
+        if importlib.util.find_spec("great_expectations") is None:  # validate imports it when it runs
+            print(f"{path}: not validated (great-expectations is not installed here)")
+        else:
+            from khmer_ocr.data.validation import validate_dataset
+
+            report = validate_dataset(str(path), path, progress=False)
+            if not report.success:
+                raise ValueError(
+                    f"the generated evaluation set {path} failed validation:\n{report.summary()}"
+                )
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return str(path)

@@ -1,7 +1,10 @@
 """The trainer: AdamW, warmup + cosine, gradient clipping, mixed precision on GPU, early stopping,
 curriculum, full checkpoints with exact resume, transfer learning, DistributedDataParallel under torchrun.
 
-The same code runs on a CPU (tests, demo) and on GPUs; `train(cfg, out_dir)` is the one entry point.
+The same code runs on a CPU (tests, demo) and on GPUs; `train(cfg, out_dir)` is the one entry point. It builds
+a Trainer, which owns one run: the model, optimizer, schedule, scaler and checkpointer (built from the config,
+or restored from the run folder's last checkpoint), and trains it epoch by epoch (train_one_epoch, then
+validate and record the epoch) until the epochs, the patience or the time budget run out.
 """
 
 from __future__ import annotations
@@ -19,19 +22,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from khmer_ocr.config import ConfigError, save_config, to_dict
-from khmer_ocr.data.config import DataConfig
-from khmer_ocr.data.dataset import Dataset
+from khmer_ocr.config import save_config, to_dict
+from khmer_ocr.data.reader import Dataset
 from khmer_ocr.evaluation.metrics import score
 from khmer_ocr.inference import load_model, save_model
 from khmer_ocr.models import build_model
+from khmer_ocr.training.checkpoint import (
+    BEST,
+    LAST,
+    Checkpointer,
+    RunState,
+    refuse_changed_config,
+    set_rng_state,
+)
 from khmer_ocr.training.config import TrainConfig
 from khmer_ocr.training.data import Batch, LineSamples, collate, width_batches
 from khmer_ocr.training.losses import RecognitionLoss
 from khmer_ocr.training.schedule import warmup_cosine, warmup_cosine_progress
-from khmer_ocr.training.stream import LineStream, StreamPosition, stream_batches
-
-LAST, BEST = "last.pt", "best.pt"
+from khmer_ocr.training.stream import (
+    LineStream,
+    StreamPosition,
+    stream_batches,
+    stream_data_config,
+    validation_dataset,
+)
+from khmer_ocr.training.transfer import transfer_weights
 
 
 class Tracker(Protocol):
@@ -61,21 +76,6 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _distributed() -> tuple[int, int, int]:
     """(rank, local rank, world size); initializes the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -83,35 +83,6 @@ def _distributed() -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-def _transfer(model: torch.nn.Module, ref: str) -> str:
-    """Load the weights whose names and shapes match from a checkpoint, model folder or registry ref;
-    returns what was transferred and what was not, by module, in one line."""
-    if ref.startswith("models:/"):
-        from khmer_ocr.registry import download_model
-
-        ref = str(download_model(ref))
-    path = Path(ref)
-    if path.is_dir():
-        state = load_model(path)[0].state_dict()
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(matched, strict=False)
-
-    def by_module(keys) -> str:
-        counts: dict[str, int] = {}
-        for k in keys:
-            counts[".".join(k.split(".")[:2])] = counts.get(".".join(k.split(".")[:2]), 0) + 1
-        return ", ".join(f"{m} ({n})" for m, n in sorted(counts.items())) or "nothing"
-
-    fresh = [k for k in own if k not in matched]
-    return (
-        f"init_from {ref}: transferred {len(matched)} of {len(own)} tensors: {by_module(matched)}; "
-        f"trained from scratch (new in this model or shaped differently): {by_module(fresh)}"
-    )
 
 
 @torch.inference_mode()
@@ -130,88 +101,287 @@ def decode_texts(
     return [hyps[i] for i in indices]
 
 
-def _eval_dataset(cfg: TrainConfig, out: Path, data_cfg: DataConfig, rank: int) -> str:
-    """The dataset validation reads: cfg.data.dataset, or (streamed training without one) a small set of
-    val/test lines generated into out/eval-data with the stream's split fractions, validated with Great
-    Expectations when it is installed."""
-    if cfg.data.dataset:
-        return cfg.data.dataset
-    path = out / "eval-data"
-    if rank == 0 and not (path / "manifest.jsonl").exists():
-        from khmer_ocr.data.dataset import generate_dataset
+class Trainer:
+    """One training run in out_dir (see the module docstring). The config passed in is never changed: the
+    run's own copy has the model's num_classes set from the dataset's charset."""
 
-        eval_cfg = replace(
-            data_cfg,
-            name=f"{data_cfg.name}-eval",
-            num_samples=cfg.data.stream.eval_lines,
-            seed=data_cfg.seed + 1,
-            splits=["val", "test"],
-        )
-        generate_dataset(
-            eval_cfg, path, workers=max(1, cfg.data.stream.workers), overwrite=True, progress=False
-        )
-        import importlib.util
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        progress: bool = True,
+        tracker: Tracker | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
+        self.out = Path(out_dir)
+        self.progress, self.tracker = progress, tracker
+        self.rank, self.local_rank, self.world = _distributed()
+        self.device = torch.device(f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu")
+        _seed_all(cfg.seed + self.rank)
+        self.cfg = self._build_data(cfg)
+        self.model = build_model(self.cfg.model).to(self.device)  # (drawing its initial weights)
+        self.loss_fn = RecognitionLoss(self.cfg.loss, self.charset)
+        self._build_optimization()
+        self.checkpoints = Checkpointer(self.out / "checkpoints", writes=self.rank == 0)
+        if (ckpt := self.checkpoints.load_last(self.device)) is not None:  # exact resume
+            self._resume(ckpt)
+        elif self.cfg.init_from:
+            transferred = transfer_weights(self.model, self.cfg.init_from, tracking_uri)
+            if self.rank == 0:
+                print(transferred, flush=True)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None
+            )
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+            if tracker:
+                tracker.start(self.cfg, self.dataset)
+        self.position, self.stream_iter = self._stream()
+        self.steps_this_call = 0
 
-        if importlib.util.find_spec("great_expectations") is None:  # validate imports it when it runs
-            print(f"{path}: not validated (great-expectations is not installed here)")
+    # ----------------------------------------------------------------------------------------- building
+    def _build_data(self, cfg: TrainConfig) -> TrainConfig:
+        """The dataset (and a streamed run's data config), the training and validation lines; returns the
+        run's config: cfg with the model's num_classes set from the dataset's charset."""
+        self.streaming = cfg.data.stream.enabled
+        self.data_cfg = stream_data_config(cfg) if self.streaming else None
+        if not cfg.data.dataset and not self.streaming:
+            raise ValueError("data.dataset is not set: pass a generated dataset folder or s3:// prefix")
+        uri = cfg.data.dataset
+        if self.streaming:
+            uri = validation_dataset(cfg, self.out, self.data_cfg, self.rank)
+        self.dataset = Dataset(uri)
+        self.charset = self.dataset.charset
+        cfg = replace(cfg, model=replace(cfg.model, num_classes=len(self.charset)))
+        self.line_args = (self.charset, cfg.model.input_height, cfg.data.max_width, cfg.model.max_length)
+        self.train_set = None
+        if not self.streaming:
+            self.train_set = LineSamples(self.dataset, cfg.data.train_splits, *self.line_args)
+        self.val_set = LineSamples(self.dataset, [cfg.data.val_split], *self.line_args)
+        self.val_idx = list(range(min(len(self.val_set), cfg.data.max_val_lines)))
+        return cfg
+
+    def _build_optimization(self) -> None:
+        """AdamW, the warmup + cosine schedule (over the steps, or over the time budget), the AMP scaler."""
+        cfg = self.cfg
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
+        if self.streaming:
+            steps_per_epoch = cfg.data.stream.steps_per_epoch
         else:
-            from khmer_ocr.data.validate import validate_dataset
+            steps_per_epoch = -(-len(self.train_set) // (cfg.optim.batch_size * self.world))
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        total = steps_per_epoch * cfg.optim.epochs
+        warmup = int(cfg.optim.warmup_fraction * total)
+        self.budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
+        self.state = RunState()
 
-            report = validate_dataset(str(path), path, progress=False)
-            if not report.success:
-                raise ValueError(
-                    f"the generated evaluation set {path} failed validation:\n{report.summary()}"
+        def lr_factor(step: int) -> float:  # a function (not a method): LambdaLR then saves no state for it
+            if self.budget_s:
+                return warmup_cosine_progress(
+                    self.state.elapsed_s / self.budget_s, cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio
                 )
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return str(path)
+            return warmup_cosine(step, total, warmup, cfg.optim.min_lr_ratio)
 
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.use_amp = cfg.amp and cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
-# What a resumed run may change: they only extend or watch it (the rest would be silently ignored, since the
-# optimizer, schedule, data order and RNG all come back from the checkpoint).
-RESUMABLE_CHANGES = (
-    "optim.epochs",
-    "time_budget_minutes",
-    "checkpoint_every_steps",
-    "early_stopping_patience",
-    "data.max_val_lines",
-    "data.stream.workers",
-    "data.num_workers",
-    "init_from",
-)
+    def _resume(self, ckpt: dict) -> None:
+        refuse_changed_config(ckpt.get("config", {}), to_dict(self.cfg), self.out)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = RunState.from_dict(ckpt["state"])
+        set_rng_state(ckpt["rng"])
 
+    def _stream(self) -> tuple[StreamPosition | None, Iterator[Batch] | None]:
+        """A streamed run's position and batches, from where its state says it stands."""
+        if not self.streaming:
+            return None, None
+        if self.world > 1:
+            raise ValueError("streamed training runs on one process; use a generated dataset with torchrun")
+        cfg = self.cfg
+        stream = LineStream(
+            self.data_cfg,
+            *self.line_args,
+            batch_size=cfg.optim.batch_size,
+            group_batches=cfg.data.stream.group_batches,
+            curriculum=cfg.data.schedule if cfg.data.curriculum else None,
+            curriculum_samples=cfg.data.stream.curriculum_samples,
+        )
+        position = StreamPosition(**self.state.stream)
+        return position, stream_batches(stream, position, cfg.data.stream.workers)
 
-def _flat(d: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k not in ("mix",):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.loads(json.dumps(v, default=str))  # tuples and lists compare equal
-    return out
-
-
-def refuse_changed_config(saved: dict, current: dict, out: Path) -> None:
-    """ConfigError when resuming `out` with a config that differs from its checkpoint's in anything but
-    RESUMABLE_CHANGES (keys the checkpoint predates are not compared)."""
-    old, new = _flat(saved), _flat(current)
-    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k] and k not in RESUMABLE_CHANGES)
-    if changed:
-        details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
-        raise ConfigError(
-            f"{out} holds a run trained with another config ({details}); a resumed run keeps its "
-            f"checkpoint's optimizer, schedule and data order, so only {', '.join(RESUMABLE_CHANGES)} may "
-            "change. Use a new --out (with --init-from to start from its weights)."
+    def checkpoint(self, name: str) -> None:
+        self.checkpoints.save(
+            name,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            state=self.state,
+            config=to_dict(self.cfg),
         )
 
+    # ----------------------------------------------------------------------------------------- training
+    def epoch_batches(self, epoch: int) -> Iterator[Batch]:
+        """The rest of this epoch's batches (after the steps a resumed run already took)."""
+        state, cfg = self.state, self.cfg
+        todo = self.steps_per_epoch - state.step_in_epoch
+        if self.stream_iter is not None:
+            for _ in range(todo):
+                batch = next(self.stream_iter)
+                state.stream = {"group": self.position.group, "batch": self.position.batch}
+                yield batch
+            return
+        weights = None
+        if cfg.data.curriculum:
+            progress = epoch / max(1, cfg.optim.epochs - 1)
+            weights = cfg.data.schedule.weights(self.train_set.difficulties, progress)
+        batches = width_batches(
+            self.train_set.widths, cfg.optim.batch_size * self.world, cfg.seed, epoch, weights
+        )
+        batches = [b[self.rank :: self.world] for b in batches[: self.steps_per_epoch]]
+        for idx in batches[state.step_in_epoch :]:
+            yield collate([self.train_set[i] for i in idx])
 
-def stream_data_config(cfg: TrainConfig) -> DataConfig:
-    """The data config of streamed training lines: the stream's profile and overrides, seed = cfg.seed
-    unless an override sets it."""
-    from khmer_ocr.config import load_config, profile_path
+    def train_one_epoch(self, stop_after_steps: int | None = None) -> tuple[int, str | None]:
+        """Train the rest of the current epoch; returns (lines this process trained on, why it ended early:
+        "stopped" after stop_after_steps steps of this call (checkpointed), "out_of_time" when the budget
+        is spent, None when the epoch is complete)."""
+        state, cfg, device = self.state, self.cfg, self.device
+        epoch = state.epoch
+        self.net.train()
+        seen, losses = 0, state.epoch_losses
+        bar = tqdm(
+            self.epoch_batches(epoch),
+            total=self.steps_per_epoch,
+            initial=state.step_in_epoch,
+            desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
+            disable=not self.progress or self.rank != 0,
+            unit="batch",
+        )
+        ended = None
+        step_start = time.perf_counter()
+        for cpu_batch in bar:
+            batch = cpu_batch.to(device)
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                outputs = self.net(batch.images, batch.widths, batch.targets[:, :-1])
+                loss, _ = self.loss_fn(outputs, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            now = time.perf_counter()
+            state.elapsed_s += now - step_start
+            step_start = now
+            self.scheduler.step()
+            state.step_in_epoch += 1
+            state.samples += len(batch.texts) * self.world
+            seen += len(batch.texts)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            self.steps_this_call += 1
+            if state.step_in_epoch % cfg.checkpoint_every_steps == 0:
+                self.checkpoint(LAST)
+            if stop_after_steps is not None and self.steps_this_call >= stop_after_steps:
+                self.checkpoint(LAST)
+                ended = "stopped"
+                break
+            if self.budget_s and state.elapsed_s >= self.budget_s:
+                ended = "out_of_time"  # validate and keep the model as at the end of an epoch
+                break
+        bar.close()
+        return seen, ended
 
-    overrides = [f"seed={cfg.seed}", *cfg.data.stream.overrides]
-    return load_config(DataConfig, profile_path("data", cfg.data.stream.profile), overrides)
+    def validate(self, model: torch.nn.Module | None = None) -> tuple[list[str], list[str]]:
+        """(references, the model's readings) of the validation lines (default model: the one training)."""
+        refs = [self.val_set.records[i]["text"] for i in self.val_idx]
+        return refs, decode_texts(
+            self.model if model is None else model, self.val_set, self.val_idx, self.device
+        )
+
+    def end_epoch(self, metrics: dict, seen: int, seconds: float) -> dict:
+        """Record a finished epoch: its history row, the best model (model/ and best.pt) when it improved,
+        the last checkpoint, history.json; returns the row."""
+        state, cfg = self.state, self.cfg
+        epoch = state.epoch
+        losses = state.epoch_losses
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": seen * self.world / max(seconds, 1e-9),
+            "samples": state.samples,
+            "elapsed_min": state.elapsed_s / 60,
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        state.history.append(row)
+        value = metrics[cfg.early_stopping_metric]
+        if value > state.best:
+            state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
+            if self.rank == 0:
+                save_model(self.model, cfg.model, self.charset, self.out / "model")
+                self.checkpoint(BEST)
+        else:
+            state.bad_epochs += 1
+        state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
+        self.checkpoint(LAST)
+        if self.rank == 0:
+            (self.out / "history.json").write_text(json.dumps(state.history, indent=1))
+        return row
+
+    def fit(
+        self, on_epoch: Callable[[dict], None] | None = None, stop_after_steps: int | None = None
+    ) -> TrainResult:
+        """Train until the epochs, the patience (without a time budget) or the budget run out."""
+        cfg = self.cfg
+        stopped_early = out_of_time = False
+        while self.state.epoch < cfg.optim.epochs and not out_of_time:
+            t0 = time.perf_counter()
+            seen, ended = self.train_one_epoch(stop_after_steps)
+            state = self.state
+            if ended == "stopped":
+                return TrainResult(self.out, state.best, state.best_epoch, state.epoch, False, state.history)
+            out_of_time = ended == "out_of_time"
+            seconds = time.perf_counter() - t0
+            row = self.end_epoch(score(*self.validate()).to_dict(), seen, seconds)
+            if self.rank == 0:
+                if on_epoch:
+                    on_epoch(row)
+                if self.tracker:
+                    self.tracker.log_epoch(row)
+            # with a time budget the schedule anneals over the budget: stopping early would keep a model
+            # that never saw the low learning rates, so the budget alone ends the run
+            if not self.budget_s and state.bad_epochs >= cfg.early_stopping_patience:
+                stopped_early = True
+                break
+        state = self.state
+        result = TrainResult(
+            self.out,
+            state.best,
+            state.best_epoch,
+            state.epoch,
+            stopped_early,
+            state.history,
+            self.out / "model",
+        )
+        if self.tracker and self.rank == 0:
+            best_model = load_model(self.out / "model", self.device)[0]
+            self.tracker.finish(result, *self.validate(best_model))
+        return result
 
 
 def train(
@@ -221,6 +391,8 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     stop_after_steps: int | None = None,
     tracker: Tracker | None = None,
+    *,
+    tracking_uri: str | None = None,
 ) -> TrainResult:
     """Train (or resume training) cfg into out_dir: checkpoints/, model/ (best weights), history.json.
 
@@ -228,225 +400,7 @@ def train(
     generator on the fly (validation then reads cfg.data.dataset or a small generated set). With
     cfg.time_budget_minutes the schedule follows the wall clock and the run ends when the budget is spent.
     stop_after_steps ends the run after that many optimizer steps of this call (used to test resume).
+    tracking_uri: the MLflow registry of a models:/ or runs:/ cfg.init_from.
     """
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    rank, local_rank, world = _distributed()
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    _seed_all(cfg.seed + rank)
-    streaming = cfg.data.stream.enabled
-    data_cfg = stream_data_config(cfg) if streaming else None
-    if not cfg.data.dataset and not streaming:
-        raise ValueError("data.dataset is not set: pass a generated dataset folder or s3:// prefix")
-    dataset = Dataset(_eval_dataset(cfg, out, data_cfg, rank) if streaming else cfg.data.dataset)
-    charset = dataset.charset
-    cfg.model.num_classes = len(charset)
-    model = build_model(cfg.model).to(device)
-    line_args = (charset, cfg.model.input_height, cfg.data.max_width, cfg.model.max_length)
-    train_set = None if streaming else LineSamples(dataset, cfg.data.train_splits, *line_args)
-    val_set = LineSamples(dataset, [cfg.data.val_split], *line_args)
-    val_idx = list(range(min(len(val_set), cfg.data.max_val_lines)))
-    loss_fn = RecognitionLoss(cfg.loss, charset)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    if streaming:
-        steps_per_epoch = cfg.data.stream.steps_per_epoch
-    else:
-        steps_per_epoch = -(-len(train_set) // (cfg.optim.batch_size * world))
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total = steps_per_epoch * cfg.optim.epochs
-    warmup = int(cfg.optim.warmup_fraction * total)
-    budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
-    state = {
-        "epoch": 0,
-        "step_in_epoch": 0,
-        "epoch_losses": [],
-        "best": -1.0,
-        "best_epoch": -1,
-        "bad_epochs": 0,
-        "history": [],
-        "elapsed_s": 0.0,  # training wall time of all calls so far (the time budget counts it)
-        "samples": 0,
-        "stream": {"group": 0, "batch": 0},
-    }
-
-    def lr_factor(step: int) -> float:
-        if budget_s:
-            return warmup_cosine_progress(
-                state["elapsed_s"] / budget_s, cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio
-            )
-        return warmup_cosine(step, total, warmup, cfg.optim.min_lr_ratio)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    if (ckpt_dir / LAST).exists():  # exact resume
-        ckpt = torch.load(ckpt_dir / LAST, map_location=device, weights_only=True)
-        refuse_changed_config(ckpt.get("config", {}), to_dict(cfg), out)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = {**state, **ckpt["state"]}
-        _set_rng_state(ckpt["rng"])
-    elif cfg.init_from:
-        transferred = _transfer(model, cfg.init_from)
-        if rank == 0:
-            print(transferred, flush=True)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
-        )
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        if tracker:
-            tracker.start(cfg, dataset)
-
-    def checkpoint(name: str) -> None:
-        if rank != 0:
-            return
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_dir / f".{name}.tmp"
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "state": state,
-                "rng": _rng_state(),
-                "config": to_dict(cfg),
-            },
-            tmp,
-        )
-        tmp.replace(ckpt_dir / name)
-
-    stream_iter = None
-    if streaming:
-        if world > 1:
-            raise ValueError("streamed training runs on one process; use a generated dataset with torchrun")
-        stream = LineStream(
-            data_cfg,
-            *line_args,
-            batch_size=cfg.optim.batch_size,
-            group_batches=cfg.data.stream.group_batches,
-            curriculum=cfg.data.schedule if cfg.data.curriculum else None,
-            curriculum_samples=cfg.data.stream.curriculum_samples,
-        )
-        position = StreamPosition(**state["stream"])
-        stream_iter = stream_batches(stream, position, cfg.data.stream.workers)
-
-    def epoch_batches(epoch: int) -> Iterator[Batch]:
-        """The rest of this epoch's batches (after the steps a resumed run already took)."""
-        todo = steps_per_epoch - state["step_in_epoch"]
-        if stream_iter is not None:
-            for _ in range(todo):
-                batch = next(stream_iter)
-                state["stream"] = {"group": position.group, "batch": position.batch}
-                yield batch
-            return
-        weights = None
-        if cfg.data.curriculum:
-            weights = cfg.data.schedule.weights(train_set.difficulties, epoch / max(1, cfg.optim.epochs - 1))
-        batches = width_batches(train_set.widths, cfg.optim.batch_size * world, cfg.seed, epoch, weights)
-        batches = [b[rank::world] for b in batches[:steps_per_epoch]]
-        for idx in batches[state["step_in_epoch"] :]:
-            yield collate([train_set[i] for i in idx])
-
-    steps_this_call = 0
-    stopped_early = out_of_time = False
-    while state["epoch"] < cfg.optim.epochs and not out_of_time:
-        epoch = state["epoch"]
-        net.train()
-        t0, seen, losses = time.perf_counter(), 0, state["epoch_losses"]
-        bar = tqdm(
-            epoch_batches(epoch),
-            total=steps_per_epoch,
-            initial=state["step_in_epoch"],
-            desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
-            disable=not progress or rank != 0,
-            unit="batch",
-        )
-        step_start = time.perf_counter()
-        for cpu_batch in bar:
-            batch = cpu_batch.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = net(batch.images, batch.widths, batch.targets[:, :-1])
-                loss, _ = loss_fn(outputs, batch)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            now = time.perf_counter()
-            state["elapsed_s"] += now - step_start
-            step_start = now
-            sched.step()
-            state["step_in_epoch"] += 1
-            state["samples"] += len(batch.texts) * world
-            seen += len(batch.texts)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            steps_this_call += 1
-            if state["step_in_epoch"] % cfg.checkpoint_every_steps == 0:
-                checkpoint(LAST)
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                checkpoint(LAST)
-                return TrainResult(out, state["best"], state["best_epoch"], epoch, False, state["history"])
-            if budget_s and state["elapsed_s"] >= budget_s:
-                out_of_time = True  # validate and keep the model as at the end of an epoch
-                break
-        bar.close()
-        seconds = time.perf_counter() - t0
-        refs = [val_set.records[i]["text"] for i in val_idx]
-        metrics = score(refs, decode_texts(model, val_set, val_idx, device)).to_dict()
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "lr": sched.get_last_lr()[0],
-            "samples_per_s": seen * world / max(seconds, 1e-9),
-            "samples": state["samples"],
-            "elapsed_min": state["elapsed_s"] / 60,
-            **{f"val_{k}": v for k, v in metrics.items()},
-        }
-        state["history"].append(row)
-        value = metrics[cfg.early_stopping_metric]
-        improved = value > state["best"]
-        if improved:
-            state.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
-            if rank == 0:
-                save_model(model, cfg.model, charset, out / "model")
-                checkpoint(BEST)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"], state["step_in_epoch"], state["epoch_losses"] = epoch + 1, 0, []
-        checkpoint(LAST)
-        if rank == 0:
-            (out / "history.json").write_text(json.dumps(state["history"], indent=1))
-            if on_epoch:
-                on_epoch(row)
-            if tracker:
-                tracker.log_epoch(row)
-        # with a time budget the schedule anneals over the budget: stopping early would keep a model that
-        # never saw the low learning rates, so the budget alone ends the run
-        if not budget_s and state["bad_epochs"] >= cfg.early_stopping_patience:
-            stopped_early = True
-            break
-    result = TrainResult(
-        out,
-        state["best"],
-        state["best_epoch"],
-        state["epoch"],
-        stopped_early,
-        state["history"],
-        out / "model",
-    )
-    if tracker and rank == 0:
-        best_model = load_model(out / "model", device)[0]
-        refs = [val_set.records[i]["text"] for i in val_idx]
-        tracker.finish(result, refs, decode_texts(best_model, val_set, val_idx, device))
-    return result
+    trainer = Trainer(cfg, out_dir, progress=progress, tracker=tracker, tracking_uri=tracking_uri)
+    return trainer.fit(on_epoch, stop_after_steps)

@@ -1,9 +1,13 @@
 """Hooks for the two services the DAGs talk to, configured by Airflow Connections.
 
 khmer_ocr_mlflow      MLflow tracking server and model registry (conn type http: host, port; schema
-                      "https" for TLS; login/password for basic auth; extra {"tracking_uri": ...} to give a
-                      whole URI, e.g. sqlite:///...). Without the connection: $MLFLOW_TRACKING_URI, else
-                      http://127.0.0.1:5000 (the local stack).
+                      "https" for TLS; extra {"tracking_uri": ...} to give a whole URI, e.g. sqlite:///...).
+                      Without the connection: $MLFLOW_TRACKING_URI, else http://127.0.0.1:5000 (the local
+                      stack). The hook hands the tracking URI (or a client on it) to the library, which
+                      takes it as an argument: it never changes the process's environment. Credentials of a
+                      server with basic auth are MLflow's own, MLFLOW_TRACKING_USERNAME / _PASSWORD in the
+                      worker's environment (docker-compose.yml sets them from the same values as the
+                      connection's login and password; a login that differs is logged as a warning).
 khmer_ocr_torchserve  TorchServe (conn type http: host, port = the management API; extra {"inference_url":
                       ..., "model_store": ..., "key_file": <TorchServe's key_file.json, token auth on>, or
                       fixed "token" / "inference_token"}). Without the connection: management
@@ -15,12 +19,12 @@ khmer_ocr_torchserve  TorchServe (conn type http: host, port = the management AP
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
+
+from khmer_ocr_airflow.paths import state_dir
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -75,7 +79,15 @@ class MlflowRegistryHook(BaseHook):
         return str(extra.get("tracking_uri") or _url(conn, 5000))
 
     def get_tracking_uri(self) -> str:
+        """The tracking (and registry) URI the library is given."""
         conn = self._connection()
+        if conn is not None and conn.login and os.environ.get("MLFLOW_TRACKING_USERNAME") != conn.login:
+            self.log.warning(
+                "connection %s has the login %r, but this worker's MLFLOW_TRACKING_USERNAME is %r: MLflow "
+                "authenticates with the environment's credentials (set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD for the worker)",
+                self.mlflow_conn_id, conn.login, os.environ.get("MLFLOW_TRACKING_USERNAME"),
+            )  # fmt: skip
         return self._uri(conn, conn.extra_dejson if conn else {})
 
     async def aget_tracking_uri(self) -> str:
@@ -83,36 +95,11 @@ class MlflowRegistryHook(BaseHook):
         conn = await self._aconnection()
         return self._uri(conn, await conn.aextra_dejson() if conn else {})
 
-    def credentials_env(self) -> dict[str, str]:
-        """MLflow's basic-auth environment variables for the connection's login / password, if any."""
-        conn = self._connection()
-        if conn is None or not conn.login:
-            return {}
-        return {"MLFLOW_TRACKING_USERNAME": conn.login, "MLFLOW_TRACKING_PASSWORD": conn.password or ""}
-
-    @contextmanager
-    def environment(self) -> Iterator[str]:
-        """Point this process's MLflow (and so khmer_ocr, which reads MLFLOW_TRACKING_URI for models:/ and
-        runs:/ references) at the connection for the duration; yields the tracking URI."""
-        uri = self.get_tracking_uri()
-        new = {"MLFLOW_TRACKING_URI": uri, **self.credentials_env()}
-        old = {k: os.environ.get(k) for k in new}
-        os.environ.update(new)
-        try:
-            yield uri
-        finally:
-            for key, value in old.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
     def get_conn(self) -> Any:
-        """An MlflowClient on the tracking and registry URI."""
-        from mlflow import MlflowClient
+        """An MlflowClient on the tracking and registry URI (khmer_ocr.mlflow_client.client)."""
+        from khmer_ocr.mlflow_client import client
 
-        uri = self.get_tracking_uri()
-        return MlflowClient(uri, registry_uri=uri)
+        return client(self.get_tracking_uri())
 
 
 class TorchServeHook(BaseHook):
@@ -172,8 +159,6 @@ class TorchServeHook(BaseHook):
     def model_store(self) -> str:
         """The folder TorchServe loads archives from, which deploy writes them to: extra model_store, else
         $KHMER_OCR_MODEL_STORE, else <state>/torchserve/model-store (the store of `khmer-ocr serve`)."""
-        from khmer_ocr_airflow.common import state_dir
-
         found = self._extra().get("model_store") or os.environ.get("KHMER_OCR_MODEL_STORE")
         return str(found or state_dir() / "torchserve" / "model-store")
 

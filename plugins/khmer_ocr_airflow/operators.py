@@ -21,6 +21,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.timezone import utcnow
 
+from khmer_ocr.names import MODEL_NAME
 from khmer_ocr_airflow.hooks import MlflowRegistryHook
 from khmer_ocr_airflow.triggers import ModelApprovalTrigger
 
@@ -47,7 +48,7 @@ class ModelApprovalOperator(ApprovalOperator):
         self,
         *,
         version: Any,
-        model_name: str = "khmer-ocr",
+        model_name: str = MODEL_NAME,
         mlflow_conn_id: str = MlflowRegistryHook.default_conn_name,
         poll_interval: float | str = 30.0,
         timeout_minutes: float | str = DEFAULT_TIMEOUT_MINUTES,
@@ -68,9 +69,8 @@ class ModelApprovalOperator(ApprovalOperator):
     def _registry(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         from khmer_ocr import registry
 
-        hook = MlflowRegistryHook(self.mlflow_conn_id)
-        with hook.environment() as uri:
-            return getattr(registry, fn)(*args, name=self.model_name, tracking_uri=uri, **kwargs)
+        uri = MlflowRegistryHook(self.mlflow_conn_id).get_tracking_uri()
+        return getattr(registry, fn)(*args, name=self.model_name, tracking_uri=uri, **kwargs)
 
     def _describe(self, info: Any) -> str:
         tags = info.tags

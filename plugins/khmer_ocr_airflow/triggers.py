@@ -22,6 +22,9 @@ from uuid import UUID
 from airflow.sdk.timezone import utcnow
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from khmer_ocr.names import MODEL_NAME
+from khmer_ocr_airflow.hooks import MlflowRegistryHook
+
 APPROVE, REJECT = "Approve", "Reject"  # ApprovalOperator's options
 
 
@@ -30,8 +33,8 @@ class ModelApprovalTrigger(BaseTrigger):
         self,
         *,
         version: str,
-        model_name: str = "khmer-ocr",
-        mlflow_conn_id: str = "khmer_ocr_mlflow",
+        model_name: str = MODEL_NAME,
+        mlflow_conn_id: str = MlflowRegistryHook.default_conn_name,
         ti_id: UUID | str | None = None,
         poll_interval: float = 30.0,
         timeout_datetime: datetime | None = None,
@@ -102,8 +105,6 @@ class ModelApprovalTrigger(BaseTrigger):
 
     # ---------------------------------------------------------------------------------------------- loop
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from khmer_ocr_airflow.hooks import MlflowRegistryHook
-
         tracking_uri = await MlflowRegistryHook(self.mlflow_conn_id).aget_tracking_uri()
         self.log.info(
             "waiting for approval of %s v%s: MLflow at %s (tags approval=approved + approved_by) or "

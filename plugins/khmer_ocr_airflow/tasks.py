@@ -1,110 +1,44 @@
-"""What every khmer-ocr DAG shares: assets, choices for Param forms, retry settings, paths, small helpers.
+"""The library calls the DAG tasks make, shared: each takes plain values (XCom), gets MLflow's address from
+the khmer_ocr_mlflow connection (MlflowRegistryHook) and hands it to the library as an argument, turns the
+library's deterministic errors into AirflowFailException, and returns a plain dict for XCom. evaluate_task
+is the evaluation step of the training DAGs, as a @task factory.
 
-Cheap to import (DAG parsing): only airflow.sdk names and constants. Helpers that touch khmer_ocr import it
-inside the function.
+Cheap to import (DAG parsing): khmer_ocr is imported inside the functions that call it.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from khmer_ocr_airflow.callbacks import on_task_failure
-
-START_DATE = datetime(2025, 1, 1)
-MODEL_NAME = "khmer-ocr"
-
-# ---------------------------------------------------------------------------------------------- assets
-# A validated dataset version (extra: name, version, uri, num_samples, validation_report, counts).
-DATASET = Asset(name="khmer_ocr_dataset", uri="khmer-ocr://datasets/latest", group="khmer-ocr")
-# The best phase-3.1 model, registered (extra: version, model_uri, run_id, config, val_char_accuracy).
-PHASE3_1_BEST = Asset(
-    name="khmer_ocr_phase3_1_best", uri="khmer-ocr://models/phase3_1/best", group="khmer-ocr"
-)
-# The registry's champion alias moved (extra: version, model_uri, previous, by): khmer_ocr_deploy runs on it.
-CHAMPION = Asset(name="khmer_ocr_champion", uri="khmer-ocr://registry/khmer-ocr/champion", group="khmer-ocr")
-
-# --------------------------------------------------------------------------------------- form choices
-# The seven phase-3.1 configurations (khmer_ocr.training.config.PHASE3_1; tests/test_dags.py checks they
-# match: importing the library here would import torch on every DAG parse).
-PHASE3_1_CONFIGS = [
-    "conservative_small",
-    "baseline_optimized",
-    "focal_loss_experiment",
-    "aggressive_learning",
-    "fast_convergence",
-    "large_model_regularized",
-    "ctc_alignment_free",
-]
-TRAIN_CONFIGS = ["production_fast", "phase3_2", *(f"phase3_1/{c}" for c in PHASE3_1_CONFIGS)]
-DATA_PROFILES = ["demo", "reference", "full"]
-TRAIN_PROFILES = ["demo", "full"]
-
-# ------------------------------------------------------------------------------------ task settings
-# Pools must exist or the scheduler never runs their tasks (infra/airflow/init.sh creates them):
-#   airflow pools set gpu 1 ...; airflow pools set datagen 8 ...; airflow pools set torchserve 1 ...
-GPU_POOL = "gpu"  # training: one run per GPU worker
-GPU_QUEUE = "gpu"  # the queue GPU workers listen to (CeleryExecutor); LocalExecutor ignores queues
-DATAGEN_POOL = "datagen"  # mapped data-generation shards running at once
-TORCHSERVE_POOL = "torchserve"  # deployments, one at a time
-# Tasks that write TorchServe's model store run where it is mounted: the central machine's workers listen
-# to `deploy` (docker-compose.yml; infra/compose.workers.yml elsewhere does not). LocalExecutor ignores it.
-DEPLOY_QUEUE = "deploy"
-
-# Steps that call MLflow, TorchServe or S3: retried with exponential backoff. Deterministic failures inside
-# them (bad config, refused promotion, failed smoke test) are raised as AirflowFailException: never retried.
-INFRA = {
-    "retries": 3,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
-# Deterministic steps (validation, gates, comparisons): a retry would fail the same way.
-NO_RETRY = {"retries": 0}
-# Training resumes exactly from its last checkpoint, so a lost worker or GPU is worth one more try.
-TRAINING = {"retries": 1, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": 2.0}
-
-# Every task: the failure summary, no retry unless it says so, at most an hour unless it says otherwise.
-DEFAULT_ARGS = {
-    "owner": "khmer-ocr",
-    "on_failure_callback": on_task_failure,
-    "retries": 0,
-    "execution_timeout": timedelta(hours=1),
-}
+from khmer_ocr.names import MODEL_NAME
+from khmer_ocr_airflow.hooks import MlflowRegistryHook, TorchServeHook
 
 
 @contextmanager
 def fail_fast() -> Iterator[None]:
-    """Turn the library's deterministic errors (bad config or dataset, a model that cannot load, a registry
-    refusal such as PromotionRefused, a failed smoke test) into AirflowFailException: a clear message and no
-    retry. Anything else (connection errors, timeouts) propagates and is retried by the task's settings."""
-    from khmer_ocr.config import ConfigError
-    from khmer_ocr.data.dataset import DatasetError
-    from khmer_ocr.errors import DeployError, ModelLoadError, RegistryError
+    """Turn the library's deterministic errors (khmer_ocr.errors.KhmerOcrError that is not `retryable`: a
+    bad config or dataset, a model that cannot load, a registry refusal such as PromotionRefused, a failed
+    smoke test) into AirflowFailException: a clear message and no retry. Anything else (connection errors,
+    timeouts, storage or TorchServe not answering) propagates and is retried by the task's settings."""
+    from khmer_ocr.errors import KhmerOcrError
 
     try:
         yield
-    except (ConfigError, DatasetError, ModelLoadError, RegistryError, DeployError) as exc:
+    except KhmerOcrError as exc:
+        if exc.retryable:
+            raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
-# ------------------------------------------------------------------------------------------- paths
-def state_dir() -> Path:
-    """Where DAGs keep datasets, runs and archives: $KHMER_OCR_STATE, else ./.khmer-ocr."""
-    return Path(os.environ.get("KHMER_OCR_STATE") or Path.cwd() / ".khmer-ocr").resolve()
-
-
-def run_folder(kind: str, run_id: str) -> Path:
-    """A folder per DAG run, e.g. <state>/runs/phase3_1/manual__2025-01-01T00_00_00"""
-    return state_dir() / "runs" / kind / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+def tracking_uri() -> str:
+    """MLflow's tracking and registry URI, from the khmer_ocr_mlflow connection."""
+    return MlflowRegistryHook().get_tracking_uri()
 
 
 def by(dag_run: Any) -> str:
@@ -122,7 +56,7 @@ def latest_event(inlet_events: Any, asset: Asset, what: str) -> dict[str, Any]:
     return dict(events[-1].extra)
 
 
-# ---------------------------------------------------------------------------------- library glue
+# ------------------------------------------------------------------------------------------------ data
 def data_config(profile: str, overrides: list[str] | None = None, num_samples: int = 0, seed: int = -1):
     """A DataConfig from a packaged profile plus --set style overrides (num_samples / seed when given)."""
     from khmer_ocr.config import load_config, profile_path
@@ -137,6 +71,16 @@ def data_config(profile: str, overrides: list[str] | None = None, num_samples: i
         return load_config(DataConfig, profile_path("data", profile), extra)
 
 
+def generate(cfg: Any, out: str | Path) -> str:
+    """khmer_ocr.data.writer.generate_dataset (one process); returns the dataset's location."""
+    from khmer_ocr.data.writer import generate_dataset
+
+    with fail_fast():
+        result = generate_dataset(cfg, out, progress=False)
+    print(f"dataset {result.version}: {result.num_samples} lines at {out} ({result.generated} rendered)")
+    return str(out)
+
+
 def validate(uri: str, ti: Any = None) -> dict[str, Any]:
     """Great Expectations validation of a dataset; reports written beside it. A failing dataset raises
     AirflowFailException naming the failed checks and the report (also pushed as XCom validation_report)."""
@@ -145,7 +89,7 @@ def validate(uri: str, ti: Any = None) -> dict[str, Any]:
     # Great Expectations imported after Airflow logs every API it registers: keep its warnings only
     logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
     from khmer_ocr import storage
-    from khmer_ocr.data.validate import REPORT_HTML, validate_dataset
+    from khmer_ocr.data.validation import REPORT_HTML, validate_dataset
 
     with fail_fast():
         report = validate_dataset(uri, report_dir=uri, progress=False)
@@ -162,15 +106,18 @@ def validate(uri: str, ti: Any = None) -> dict[str, Any]:
     return {"uri": uri, "version": report.version, "report": html, "checks": len(report.checks)}
 
 
-def train(config: str, data: str, out: str | Path, profile: str, overrides: list[str], init_from: str | None,
-          tracking_uri: str) -> dict[str, Any]:  # fmt: skip
-    """khmer_ocr.training.phases.train_config, tracked in MLflow; a plain dict for XCom."""
+# -------------------------------------------------------------------------------------------- training
+def train(
+    config: str, data: str, out: str | Path, params: dict, init_from: str | None = None
+) -> dict[str, Any]:
+    """khmer_ocr.training.phases.train_config with the DAG's profile and overrides params, tracked in
+    MLflow; a plain dict for XCom, with the dataset it trained on as `data`."""
     from khmer_ocr.training.phases import train_config
 
     with fail_fast():
         run = train_config(
-            config, data, out, profile or None, list(overrides or []), init_from or None,
-            progress=False, tracking_uri=tracking_uri,
+            config, data, out, params["profile"] or None, list(params["overrides"] or []), init_from or None,
+            progress=False, tracking_uri=tracking_uri(),
         )  # fmt: skip
     r = run.result
     return {
@@ -185,23 +132,26 @@ def train(config: str, data: str, out: str | Path, profile: str, overrides: list
         "best_metric": r.best_metric,
         "epochs_run": r.epochs_run,
         "stopped_early": r.stopped_early,
+        "data": data,
     }
 
 
-def evaluate(model: str, data: str, gates: str, run_id: str | None, tracking_uri: str,
-             report_path: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    model: str, data: str, gates: str, run_id: str | None = None, report_path: str | Path | None = None
+) -> dict[str, Any]:
     """khmer_ocr.evaluation.evaluate on the test splits + gates; attached to the MLflow run when given."""
     from khmer_ocr.evaluation.evaluate import evaluate as run_evaluation
 
+    uri = tracking_uri()
     with fail_fast():
-        report = run_evaluation(model, data, gates=gates)
+        report = run_evaluation(model, data, gates=gates, tracking_uri=uri)
     print(report.summary())
     if report_path:
         print(f"evaluation report: {report.write(report_path)}")
     if run_id:
         from khmer_ocr.registry import log_evaluation
 
-        log_evaluation(run_id, report, tracking_uri)
+        log_evaluation(run_id, report, uri)
     primary = report.splits[report.primary_split]
     return {
         "model": str(model),
@@ -215,6 +165,21 @@ def evaluate(model: str, data: str, gates: str, run_id: str | None, tracking_uri
     }
 
 
+def evaluate_task(*, with_run: bool = False, **settings: Any):
+    """The `evaluate` task of a training DAG: the trained run's model (a train() dict) on the run's dataset
+    against the `gates` param, attached to its MLflow run, the report beside the run's folder. Returns the
+    evaluation, or (with_run) the run with its evaluation under "eval"."""
+
+    @task(task_id="evaluate", **settings)
+    def evaluate_run(run: dict, params=None) -> dict:
+        report = Path(run["out_dir"]) / "evaluation.json"
+        result = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"], report)
+        return {**run, "eval": result} if with_run else result
+
+    return evaluate_run
+
+
+# -------------------------------------------------------------------------------------------- registry
 def version_dict(info: Any) -> dict[str, Any]:
     """A registry VersionInfo as XCom: version, uri, run_id, aliases, gates_passed, approval, metrics."""
     return {
@@ -229,19 +194,59 @@ def version_dict(info: Any) -> dict[str, Any]:
     }
 
 
+def registry(action: str, *args: Any, **kwargs: Any) -> Any:
+    """khmer_ocr.registry.<action>(*args, **kwargs) on the connection's registry, deterministic errors
+    failing the task (get_version, register, approve, reject, promote, rollback, approval_status)."""
+    from khmer_ocr import registry as library
+
+    with fail_fast():
+        return getattr(library, action)(*args, tracking_uri=tracking_uri(), **kwargs)
+
+
+def register(run_id: str, dag_run: Any, name: str = MODEL_NAME) -> dict[str, Any]:
+    """A new version of the registered model from a tracked run (alias candidate if it passes its gates)."""
+    info = registry("register", run_id, by=by(dag_run), name=name)
+    print(f"registered {info.name} v{info.version} {info.aliases} (gates passed: {info.gates_passed})")
+    return version_dict(info)
+
+
+def promote(version: str, dag_run: Any, reason: str, name: str, *, skip_if_refused: bool = False) -> dict:
+    """Move `champion` to version (khmer_ocr.registry.promote). A refusal (not approved, failing gates, worse
+    than the champion) fails the task, or with skip_if_refused skips it: the champion stays."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from khmer_ocr.errors import PromotionRefused
+
+    try:
+        info = registry("promote", version, by(dag_run), reason, name=name)
+    except AirflowFailException as exc:
+        if skip_if_refused and isinstance(exc.__cause__, PromotionRefused):
+            raise AirflowSkipException(f"not promoted: {exc.__cause__.reason}") from exc.__cause__
+        raise
+    print(f"{info.name} v{info.version} is the champion ({reason})")
+    return version_dict(info)
+
+
+def approve_automatically(version: str, name: str, reason: str) -> None:
+    """The demo's approval, recorded in MLflow as approved_by=auto_approve."""
+    registry("approve", version, "auto_approve", reason, name=name)
+    print(f"{name} v{version} approved automatically (demo)")
+
+
 def deploy_model(model_ref: str, model_name: str = MODEL_NAME) -> dict[str, Any]:
     """khmer_ocr.torchserve.deploy.deploy on the TorchServe of the khmer_ocr_torchserve connection: archive
     into its model store, register beside the serving version, warm, smoke-test, switch, unregister the old.
     A failed smoke test (DeployError) is an AirflowFailException; the old version keeps serving."""
     from khmer_ocr.torchserve.deploy import deploy
-    from khmer_ocr_airflow.hooks import MlflowRegistryHook, TorchServeHook
 
     torchserve = TorchServeHook()
     client = torchserve.get_conn()
     if not client.healthy():  # infrastructure, retried (deploy() would call it a DeployError: not retried)
         raise ConnectionError(f"TorchServe at {client.inference_url} is not healthy (or not running)")
-    with MlflowRegistryHook().environment(), fail_fast():
-        result = deploy(model_ref, client, torchserve.model_store, model_name=model_name)
+    with fail_fast():
+        result = deploy(
+            model_ref, client, torchserve.model_store, model_name=model_name, tracking_uri=tracking_uri()
+        )
     print(
         f"deployed {model_ref} as {result.model_name} version {result.version} (was "
         f"{result.previous or 'nothing'}); smoke test read {result.smoke.get('text')!r}"
