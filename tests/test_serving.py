@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -332,7 +333,7 @@ def test_deploy_switches_and_failed_deploys_keep_the_old_version(server, lines, 
 
     broken = _variant(tmp_path, "broken")  # weights that do not fit the architecture: the worker cannot load
     (broken / "model.yaml").write_text(
-        (broken / "model.yaml").read_text(encoding="utf-8").replace("size: base", "size: small"),
+        re.sub(r"(?m)^(\s*size:).*$", r"\1 tiny", (broken / "model.yaml").read_text(encoding="utf-8")),
         encoding="utf-8",
     )
     with pytest.raises(DeployError, match="weights do not fit the architecture"):

@@ -233,12 +233,14 @@ def test_distributed_data_parallel_under_torchrun(dataset: str, tmp_path: Path) 
 def test_export_agrees_with_eager_and_refuses_the_hybrid(dataset: str, tmp_path: Path) -> None:
     from khmer_ocr.errors import ExportError
     from khmer_ocr.export import export_torchscript
+    from khmer_ocr.inference import Recognizer
     from khmer_ocr.model_folder import REFERENCE_MODEL
 
     result = export_torchscript(REFERENCE_MODEL, tmp_path / "model.pt")
     assert result.path.is_file() and result.same_decoding and result.max_abs_diff < 1e-3
     traced = torch.jit.load(str(result.path))
-    out = traced(torch.zeros(1, 1, 32, 160), torch.tensor([160]))
+    height = Recognizer.load(REFERENCE_MODEL).cfg.input_height
+    out = traced(torch.zeros(1, 1, height, 160), torch.tensor([160]))
     assert out["ctc_logits"].shape[0] == 1
     cfg = load_train_config(
         "phase3_1/conservative_small",
