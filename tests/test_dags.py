@@ -136,13 +136,13 @@ EXPECTED = {
     ),
     "khmer_ocr_phase3_1_tuning": (
         None,
-        "setup>train train>evaluate evaluate>select_best select_best>register_best",
-        "data configs profile overrides gates out",
+        "setup>train train>evaluate page_data>evaluate evaluate>select_best select_best>register_best",
+        "data configs profile overrides gates eval_pages out",
     ),
     "khmer_ocr_phase3_2_optimization": (
         None,
-        "setup>train train>evaluate evaluate>check_gates check_gates>register",
-        "init_from data profile overrides gates out",
+        "setup>train train>evaluate page_data>evaluate evaluate>check_gates check_gates>register",
+        "init_from data profile overrides gates eval_pages out",
     ),
     "khmer_ocr_promotion": (
         None,
@@ -158,15 +158,15 @@ EXPECTED = {
     "khmer_ocr_nightly": (
         "0 2 * * *",
         "champion>fresh_data champion>train champion>compare fresh_data>validate validate>train "
-        "train>compare compare>register_if_better",
-        "data_profile num_samples config profile overrides gates",
+        "train>compare page_data>compare compare>register_if_better",
+        "data_profile num_samples config profile overrides gates eval_pages",
     ),
     "khmer_ocr_demo": (
         None,
-        "data>validate validate>train train>evaluate evaluate>register register>auto_approve "
-        "register>wait_for_approval register>promote auto_approve>wait_for_approval "
+        "data>validate validate>train train>evaluate page_data>evaluate evaluate>register "
+        "register>auto_approve register>wait_for_approval register>promote auto_approve>wait_for_approval "
         "wait_for_approval>promote promote>deploy",
-        "data_profile num_samples config profile init_from overrides gates model_name deploy",
+        "data_profile num_samples config profile init_from overrides gates model_name deploy eval_pages",
     ),
 }
 
@@ -201,6 +201,7 @@ def test_retry_policy(dagbag) -> None:
         ("khmer_ocr_data", "validate"), ("khmer_ocr_data", "publish"), ("khmer_ocr_nightly", "validate"),
         ("khmer_ocr_demo", "validate"), ("khmer_ocr_phase3_2_optimization", "check_gates"),
         ("khmer_ocr_phase3_1_tuning", "setup"), ("khmer_ocr_phase3_2_optimization", "setup"),
+        ("khmer_ocr_demo", "page_data"), ("khmer_ocr_phase3_1_tuning", "page_data"),
     }  # fmt: skip
     infra = {
         ("khmer_ocr_data", "generate_shards"), ("khmer_ocr_promotion", "candidate"),
