@@ -609,17 +609,21 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
         return _states(_test(dagbag, dag_id, conf))
 
     states = run(
-        "khmer_ocr_phase3_1_tuning", configs=["conservative_small", "ctc_alignment_free"], overrides=tiny
+        "khmer_ocr_phase3_1_tuning",
+        configs=["conservative_small", "ctc_alignment_free"],
+        overrides=tiny,
+        eval_pages=4,
     )
     assert set(states.values()) == {"success"} and "train[1]" in states and "evaluate[1]" in states, states
     best = _asset_events(PHASE3_1_BEST.uri)[-1]
     assert best["version"] == "1" and best["model_uri"] == "models:/khmer-ocr/1"
     runs = Path(os.environ["KHMER_OCR_STATE"]) / "runs" / "phase3_1"
-    assert "| conservative_small |" in next(runs.glob("*/comparison.md")).read_text()
+    comparison = next(runs.glob("*/comparison.md")).read_text()
+    assert "| conservative_small |" in comparison and "page CER |" in comparison
 
-    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny)  # from the asset; milestones: not met
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, eval_pages=0)  # milestones: not met
     assert states["check_gates"] == "failed" and states["register"] == "upstream_failed", states
-    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, gates=str(gates))
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, gates=str(gates), eval_pages=0)
     assert set(states.values()) == {"success"}, states
     candidate = get_version("candidate", tracking_uri=store)
     assert candidate.version == "2" and candidate.tags["phase"] == "3.2"
@@ -628,7 +632,8 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
     assert set(states.values()) == {"success"}, states
     assert get_version("champion", tracking_uri=store).version == "2"
 
-    dag_run = _test(dagbag, "khmer_ocr_nightly", {"num_samples": 120, "overrides": tiny, "gates": str(gates)})
+    conf = {"num_samples": 120, "overrides": tiny, "gates": str(gates), "eval_pages": 4}
+    dag_run = _test(dagbag, "khmer_ocr_nightly", conf)
     _check_nightly_decision(dag_run, store, versions_before=2)
 
 
@@ -686,7 +691,7 @@ def test_nightly_registers_a_fine_tuned_model_only_when_it_is_better(
         "optim.batch_size=8",
         "data.max_val_lines=8",
     ]
-    conf = {"num_samples": 120, "config": "production_fast", "gates": str(gates)}
+    conf = {"num_samples": 120, "config": "production_fast", "gates": str(gates), "eval_pages": 0}
 
     dag_run = _test(dagbag, "khmer_ocr_nightly", {**conf, "overrides": like_the_reference})
     assert set(_states(dag_run).values()) == {"skipped"}, _states(dag_run)  # no champion yet
@@ -775,6 +780,14 @@ def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env:
     champion = get_version("champion", name=name, tracking_uri=registry_env)
     assert champion is not None and champion.version == "1"
     assert champion.approval == "approved" and champion.tags["approved_by"] == "auto_approve"
+    # pages were read beside the lines (page_data: eval_pages synthetic pages), not gated
+    from khmer_ocr.pages import LINE_FINDER_VERSION
+
+    assert champion.tags["line_finder_version"] == LINE_FINDER_VERSION
+    assert (
+        0.0 <= float(champion.tags["metric.page_cer"]) < 0.5
+        and float(champion.tags["metric.line_recall"]) > 0.8
+    )
     assert torchserve.client.default_version("khmer-ocr") == champion.version
     ds = Dataset(Path(os.environ["KHMER_OCR_STATE"]) / "datasets" / "demo")
     answer = torchserve.client.predict("khmer-ocr", ds.image_bytes(ds.split("test")[0]))
