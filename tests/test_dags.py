@@ -796,10 +796,12 @@ def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env:
     # a champion that cannot be served: khmer_ocr_deploy fails, and its rollback restores the previous one
     from mlflow import MlflowClient
 
-    from khmer_ocr.registry import approve, promote
+    from khmer_ocr.registry import approve, log_evaluation, promote, run_evaluation
 
     client = MlflowClient(registry_env, registry_uri=registry_env)
     run = client.create_run(client.get_experiment_by_name("khmer-ocr").experiment_id)  # logs no model
+    # the champion's evaluation, so that promote() finds the evidence it decides on (and a tie: promoted)
+    log_evaluation(run.info.run_id, run_evaluation(champion.run_id, registry_env), registry_env)
     tags = {k: v for k, v in champion.tags.items() if k.startswith(("gate", "eval_", "metric."))}
     broken = client.create_model_version(
         name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={**tags, "approval": "pending"}
