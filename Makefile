@@ -55,6 +55,7 @@ bench: setup
 	@$(BIN)/python bench/inference.py
 	@$(BIN)/python bench/rest.py
 	@$(BIN)/python bench/peers.py $(if $(BENCH_DATA),--data $(BENCH_DATA),)
+	@$(BIN)/python bench/pages.py
 
 clean:
 	rm -rf $(STATE)

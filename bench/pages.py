@@ -34,29 +34,18 @@ import os
 os.environ["OMP_THREAD_LIMIT"] = "1"  # Tesseract: one thread (libgomp reads it when torch loads)
 
 import argparse
-import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tesseract_api import TesseractAPI
 
+from khmer_ocr.evaluation.pages import TruthPage, load_pages
 from khmer_ocr.pages import LineFinder, PageReader
 from khmer_ocr.pages.layout import _xy_order
-from khmer_ocr.pages.metrics import DetectionCounts, page_cer
-
-STYLES = ("clean", "screen", "scan", "photo")
-
-
-@dataclass
-class Page:
-    image: np.ndarray
-    style: str
-    text: str
-    boxes: list[tuple[int, int, int, int]]
+from khmer_ocr.pages.metrics import PageScores
 
 
 @dataclass
@@ -64,20 +53,6 @@ class Result:
     text: str
     boxes: list[tuple[int, int, int, int]]
     ms: float
-
-
-@dataclass
-class Tally:
-    det: DetectionCounts = field(default_factory=DetectionCounts)
-    refs: list[str] = field(default_factory=list)
-    hyps: list[str] = field(default_factory=list)
-    ms: list[float] = field(default_factory=list)
-
-    def add(self, page: Page, result: Result) -> None:
-        self.det.add(page.boxes, result.boxes)
-        self.refs.append(page.text)
-        self.hyps.append(result.text)
-        self.ms.append(result.ms)
 
 
 def rapidocr_detector() -> tuple[Callable[[np.ndarray], list[tuple[int, int, int, int]]], str] | None:
@@ -118,7 +93,7 @@ def read_boxes(reader: PageReader, gray: np.ndarray, boxes: list[tuple[int, int,
     return "\n".join(p.text for p in preds if p.text.strip())
 
 
-def synthetic_pages(n: int, seed: int) -> list[Page]:
+def synthetic_pages(n: int, seed: int) -> list[TruthPage]:
     from khmer_ocr.data.config import DataConfig
     from khmer_ocr.data.pages import PageFactory
 
@@ -127,20 +102,8 @@ def synthetic_pages(n: int, seed: int) -> list[Page]:
     pages = []
     for i in range(n):
         s = factory.make(i, level=1 + i % 4)  # the four styles in turn
-        pages.append(Page(s.image, s.style, s.text, [ln.box for ln in s.lines]))
+        pages.append(TruthPage(s.split, s.image, s.style, s.difficulty, s.text, [ln.box for ln in s.lines]))
     return pages
-
-
-def dataset_pages(uri: str, n: int) -> list[Page]:
-    from khmer_ocr.data.reader import Dataset
-
-    ds = Dataset(uri)
-    if ds.card.get("generator_config", {}).get("kind") != "pages":
-        raise SystemExit(f"{uri} is not a dataset of kind pages")
-    records = [r for r in ds.records if r["split"] in ("test", "test_unseen_font")][:n] or ds.records[:n]
-    return [
-        Page(ds.image(r), r["style"], r["text"], [tuple(ln["box"]) for ln in r["lines"]]) for r in records
-    ]
 
 
 def timed(fn: Callable[[], tuple[str, list]]) -> Result:
@@ -149,30 +112,17 @@ def timed(fn: Callable[[], tuple[str, list]]) -> Result:
     return Result(text, boxes, (time.perf_counter() - start) * 1e3)
 
 
-def table(tallies: dict[str, dict[str, Tally]], with_text: dict[str, bool]) -> str:
+def table(scores: dict[str, PageScores], with_text: dict[str, bool]) -> str:
     rows = [
         "| method | pages | lines | line recall | line precision | page CER | ms/page |",
         "|---|---|---|---|---|---|---|",
     ]
-    for method, by_style in tallies.items():
-        for style in [*STYLES, "all"]:
-            if style == "all":
-                t = Tally()
-                for s in by_style.values():
-                    t.det.truth += s.det.truth
-                    t.det.found += s.det.found
-                    t.det.matched += s.det.matched
-                    t.refs += s.refs
-                    t.hyps += s.hyps
-                    t.ms += s.ms
-            elif style in by_style:
-                t = by_style[style]
-            else:
-                continue
-            cer = f"{page_cer(t.refs, t.hyps):.2%}" if with_text[method] else "-"
+    for method, by_kind in scores.items():
+        for kind, m in by_kind.to_dict(with_text[method]).items():
+            cer = f"{m['page_cer']:.2%}" if m["page_cer"] is not None else "-"
             rows.append(
-                f"| {method} ({style}) | {len(t.ms)} | {t.det.truth} | {t.det.recall:.2%} | "
-                f"{t.det.precision:.2%} | {cer} | {statistics.median(t.ms):.0f} |"
+                f"| {method} ({kind}) | {m['pages']} | {m['lines']} | {m['line_recall']:.2%} | "
+                f"{m['line_precision']:.2%} | {cer} | {m['ms_p50']:.0f} |"
             )
     return "\n".join(rows)
 
@@ -181,7 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pages", type=int, default=80, help="pages (the four styles in turn)")
+    parser.add_argument(
+        "--pages", type=int, default=80, help="pages (the four styles in turn; with --data: per test split)"
+    )
     parser.add_argument("--seed", type=int, default=2027, help="seed of the synthetic pages")
     parser.add_argument("--data", help="a page dataset (kind pages) instead of generated pages")
     parser.add_argument("--model", help="model folder or models:/ reference (default: the reference model)")
@@ -192,18 +144,22 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    pages = dataset_pages(args.data, args.pages) if args.data else synthetic_pages(args.pages, args.seed)
+    pages = (
+        load_pages(args.data, max_pages=args.pages)[0]
+        if args.data
+        else synthetic_pages(args.pages, args.seed)
+    )
     reader = PageReader.load(args.model)
     finder = LineFinder()
 
-    def ours(page: Page) -> Result:
+    def ours(page: TruthPage) -> Result:
         def run() -> tuple[str, list]:
             pred = reader.read([page.image])[0]
             return pred.text, [ln.box for ln in pred.lines]
 
         return timed(run)
 
-    methods: dict[str, Callable[[Page], Result]] = {"khmer-ocr PageReader": ours}
+    methods: dict[str, Callable[[TruthPage], Result]] = {"khmer-ocr PageReader": ours}
     with_text = {"khmer-ocr PageReader": True}
     engines = []
     version = ""
@@ -234,7 +190,7 @@ def main() -> None:
             detect, desc = found
             notes.append(f"PP-OCRv4 det: {desc}")
 
-            def ppocr(p: Page) -> Result:
+            def ppocr(p: TruthPage) -> Result:
                 det = timed(lambda: ("", detect(p.image)))
                 text = read_boxes(reader, p.image, det.boxes)
                 return Result(text, det.boxes, det.ms)
@@ -245,11 +201,12 @@ def main() -> None:
     for page in pages[:2]:  # warm up every method
         for fn in methods.values():
             fn(page)
-    tallies: dict[str, dict[str, Tally]] = {m: defaultdict(Tally) for m in methods}
+    scores: dict[str, PageScores] = {m: PageScores() for m in methods}
     started = time.perf_counter()
     for page in pages:  # page by page, each method in turn: a busy machine slows them alike
         for name, fn in methods.items():
-            tallies[name][page.style].add(page, fn(page))
+            r = fn(page)
+            scores[name].add(page.kind, page.level, page.boxes, page.text, r.boxes, r.text, r.ms)
     elapsed = time.perf_counter() - started
     for e in engines:
         e.close()
@@ -259,7 +216,7 @@ def main() -> None:
         f"model: {args.model or 'the committed reference model'}; Tesseract {version or '-'} khm, one thread"
     )
     print(f"one thread each; ms/page = median; {elapsed:.0f} s timed; load {os.getloadavg()[0]:.2f}\n")
-    print(table(tallies, with_text))
+    print(table(scores, with_text))
     for note in notes:
         print(note)
 

@@ -3,11 +3,12 @@
 
 `data` (the demo dataset) -> `validate` (Great Expectations) -> `train` (`production_fast`, demo profile,
 fine-tuned from the committed reference model: well under a minute on 2 cores) -> `evaluate` (test splits,
-gate set **gates**, attached to the MLflow run) -> `register` (a new version of `khmer-ocr`, alias
-`candidate`) -> `auto_approve` (recorded in MLflow as approved_by=auto_approve: **for the local demo
-only**) -> `wait_for_approval` (the same deferrable approval step as `khmer_ocr_promotion`; already
-approved, it goes straight on) -> `promote` (alias `champion`) -> `deploy` (TorchServe: archive, smoke
-test, switch).
+gate set **gates**, and the **eval_pages** synthetic pages of `page_data` read whole: page CER and line
+finding beside the line metrics, not gated; all attached to the MLflow run) -> `register` (a new version
+of `khmer-ocr`, alias `candidate`) -> `auto_approve` (recorded in MLflow as approved_by=auto_approve: **for
+the local demo only**) -> `wait_for_approval` (the same deferrable approval step as `khmer_ocr_promotion`;
+already approved, it goes straight on) -> `promote` (alias `champion`) -> `deploy` (TorchServe: archive,
+smoke test, switch).
 
 It calls the same library functions as the other DAGs. If the new model is not better than the current
 champion on the same data, `promote` is skipped and `deploy` serves the current champion. This DAG does not
@@ -25,6 +26,7 @@ from khmer_ocr_airflow.settings import (
     INFRA,
     NO_RETRY,
     TRAINING,
+    eval_pages_param,
     gates_param,
     khmer_ocr_dag,
     model_name_param,
@@ -32,7 +34,7 @@ from khmer_ocr_airflow.settings import (
     overrides_param,
     profile_param,
 )
-from khmer_ocr_airflow.tasks import evaluate_task
+from khmer_ocr_airflow.tasks import evaluate_task, page_data_task
 
 from khmer_ocr.names import MODEL_NAME, TRAIN_CONFIGS
 
@@ -60,6 +62,7 @@ REFERENCE = "reference"
             "reaches (milestone 1-2 character accuracy, latency).",
         ),
         "num_samples": num_samples_param("Lines of data; 0: the profile's."),
+        "eval_pages": eval_pages_param(8),
         "model_name": model_name_param(),
         "deploy": Param(True, type="boolean", description="Deploy the champion to TorchServe at the end."),
     },
@@ -94,6 +97,7 @@ def khmer_ocr_demo():
         return run
 
     evaluate = evaluate_task(execution_timeout=timedelta(minutes=30), **INFRA)
+    page_data = page_data_task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
 
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=10), **INFRA)
     def register(evaluation: dict, params=None, dag_run=None) -> dict:
@@ -137,7 +141,7 @@ def khmer_ocr_demo():
             raise AirflowFailException("no champion to deploy")
         return deploy_model(champion.uri, MODEL_NAME)
 
-    version = register(evaluate(train(validate(data()))))
+    version = register(evaluate(train(validate(data())), page_data()))
     wait = ModelApprovalOperator(
         task_id="wait_for_approval",
         version=version["version"],

@@ -4,7 +4,8 @@
 Every night at 02:00 (UTC): `champion` (skips the night when there is none yet) -> `fresh_data` (a new
 dataset, seeded by the date) -> `validate` (Great Expectations) -> `train` (fine-tune from the champion's
 exact version) -> `compare` (the new model and the champion on the **same** fresh test data; the new
-model's evaluation is attached to its MLflow run) -> `register_if_better` (a new version with alias
+model's evaluation, with the **eval_pages** synthetic pages of `page_data` read whole (page CER and line
+finding, not compared), is attached to its MLflow run) -> `register_if_better` (a new version with alias
 `candidate` only if it reads more characters correctly than the champion; otherwise the task is skipped and
 nothing is registered). Promotion stays a person's decision: `khmer_ocr_promotion`.
 """
@@ -19,12 +20,14 @@ from khmer_ocr_airflow.settings import (
     GPU_TRAINING,
     INFRA,
     NO_RETRY,
+    eval_pages_param,
     gates_param,
     khmer_ocr_dag,
     num_samples_param,
     overrides_param,
     profile_param,
 )
+from khmer_ocr_airflow.tasks import page_data_task
 
 from khmer_ocr.names import TRAIN_CONFIGS
 
@@ -46,6 +49,7 @@ SAME_AS_CHAMPION = "same as the champion"
         "profile": profile_param(),
         "overrides": overrides_param(),
         "gates": gates_param(),
+        "eval_pages": eval_pages_param(),
     },
     schedule="0 2 * * *",
 )
@@ -90,11 +94,13 @@ def khmer_ocr_nightly():
         print(f"fine-tuning {config} from khmer-ocr v{current['version']} on {data}")
         return run_training(config, data, run_folder("nightly", run_id), params, current["uri"])
 
+    page_data = page_data_task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
+
     @task(execution_timeout=timedelta(hours=2), **INFRA)
-    def compare(current: dict, run: dict, params=None) -> dict:
+    def compare(current: dict, run: dict, pages: str | None, params=None) -> dict:
         from khmer_ocr_airflow.tasks import evaluate
 
-        new = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"])
+        new = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"], pages=pages)
         old = evaluate(current["uri"], run["data"], params["gates"])
         better = (new["char_accuracy"] or 0.0) > (old["char_accuracy"] or 0.0)
         print(
@@ -116,7 +122,7 @@ def khmer_ocr_nightly():
     data = fresh_data()
     current >> data  # no champion: the night is skipped before any work
     run = train(current, validate(data))
-    register_if_better(compare(current, run))
+    register_if_better(compare(current, run, page_data()))
 
 
 khmer_ocr_nightly()

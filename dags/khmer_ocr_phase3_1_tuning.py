@@ -2,9 +2,11 @@
 ### khmer_ocr_phase3_1_tuning: phase 3.1, the seven configurations compared
 
 `setup` -> `train` (mapped, one task per configuration, on the `gpu` pool and queue) -> `evaluate` (mapped:
-test splits and milestone gates, attached to each MLflow run) -> `select_best` (by **validation character
-accuracy**; logs the comparison table, tags the MLflow runs) -> `register_best` (a new version of the
-registered model `khmer-ocr`; alias `candidate` if it passes its gates; Asset `khmer-ocr://models/phase3_1/best`).
+test splits and milestone gates, and the **eval_pages** synthetic pages of `page_data` read whole: page CER
+and line finding, not gated; attached to each MLflow run) -> `select_best` (by **validation character
+accuracy**; logs the comparison table, with each configuration's page CER, and tags the MLflow runs) ->
+`register_best` (a new version of the registered model `khmer-ocr`; alias `candidate` if it passes its
+gates; Asset `khmer-ocr://models/phase3_1/best`).
 
 - **data** empty: the dataset of the latest `khmer_ocr_data` run (Asset `khmer_ocr_dataset`).
 - **profile** `demo` scales every configuration to minutes on a CPU; `full` is the GPU schedule.
@@ -27,12 +29,13 @@ from khmer_ocr_airflow.settings import (
     INFRA,
     NO_RETRY,
     data_param,
+    eval_pages_param,
     gates_param,
     khmer_ocr_dag,
     overrides_param,
     profile_param,
 )
-from khmer_ocr_airflow.tasks import evaluate_task
+from khmer_ocr_airflow.tasks import evaluate_task, page_data_task
 
 from khmer_ocr.names import PHASE3_1
 
@@ -58,6 +61,7 @@ from khmer_ocr.names import PHASE3_1
             "Training overrides KEY=VALUE for every configuration (e.g. optim.epochs=5)."
         ),
         "gates": gates_param(),
+        "eval_pages": eval_pages_param(),
         "out": Param(
             "", type="string", description="Folder for the runs; empty: <state>/runs/phase3_1/<run id>."
         ),
@@ -93,6 +97,8 @@ def khmer_ocr_phase3_1_tuning():
         **INFRA,
     )
 
+    page_data = page_data_task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
+
     @task(**INFRA)
     def select_best(runs: list[dict]) -> dict:
         from pathlib import Path
@@ -118,6 +124,7 @@ def khmer_ocr_phase3_1_tuning():
                 r["val_char_accuracy"],
                 r["val_sequence_accuracy"],
                 r["run_id"],
+                r["eval"].get("page_cer"),
             )
             for r in runs
         ]
@@ -139,7 +146,7 @@ def khmer_ocr_phase3_1_tuning():
         return registered
 
     runs = train.expand_kwargs(setup())
-    register_best(select_best(evaluate.expand(run=runs)))
+    register_best(select_best(evaluate.partial(pages=page_data()).expand(run=runs)))
 
 
 khmer_ocr_phase3_1_tuning()

@@ -2,7 +2,8 @@
 ### khmer_ocr_phase3_2_optimization: phase 3.2, from the best phase-3.1 model
 
 `setup` -> `train` (config `phase3_2`, transfer from the starting model, `gpu` pool and queue) -> `evaluate`
-(test splits, attached to the MLflow run) -> `check_gates` (the milestone gates: a failing gate fails the run,
+(test splits, and the **eval_pages** synthetic pages of `page_data` read whole: page CER and line finding,
+not gated; attached to the MLflow run) -> `check_gates` (the milestone gates: a failing gate fails the run,
 not retried) -> `register` (a new version of `khmer-ocr` with alias `candidate`: ready for
 `khmer_ocr_promotion`).
 
@@ -27,12 +28,13 @@ from khmer_ocr_airflow.settings import (
     INFRA,
     NO_RETRY,
     data_param,
+    eval_pages_param,
     gates_param,
     khmer_ocr_dag,
     overrides_param,
     profile_param,
 )
-from khmer_ocr_airflow.tasks import evaluate_task
+from khmer_ocr_airflow.tasks import evaluate_task, page_data_task
 
 
 @khmer_ocr_dag(
@@ -52,6 +54,7 @@ from khmer_ocr_airflow.tasks import evaluate_task
         "profile": profile_param(),
         "overrides": overrides_param(),
         "gates": gates_param(),
+        "eval_pages": eval_pages_param(),
         "out": Param("", type="string", description="Run folder; empty: <state>/runs/phase3_2/<run id>."),
     },
 )
@@ -74,6 +77,7 @@ def khmer_ocr_phase3_2_optimization():
         return run_training("phase3_2", plan["data"], plan["out"], params, plan["init_from"])
 
     evaluate = evaluate_task(execution_timeout=timedelta(hours=2), **INFRA)
+    page_data = page_data_task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
 
     @task(**NO_RETRY)
     def check_gates(evaluation: dict, params=None) -> dict:
@@ -93,7 +97,7 @@ def khmer_ocr_phase3_2_optimization():
 
         return register_run(evaluation["run_id"], dag_run)
 
-    register(check_gates(evaluate(train(setup()))))
+    register(check_gates(evaluate(train(setup()), page_data())))
 
 
 khmer_ocr_phase3_2_optimization()

@@ -38,6 +38,8 @@ def write_card(
         f"{max((h['val_sequence_accuracy'] for h in history), default=0):.2%}",
         f"- evaluated on `{report.dataset_version}`: {report.latency.get('ms_p50', 0):.2f} ms per line "
         "(median, batch 1, one CPU thread, preprocessing included)",
+        f"- pages are read with the line finder `{report.line_finder_version}` (classical, no weights: "
+        "khmer_ocr.pages.layout) and this model",
         "",
         "## Metrics on the project's test splits",
         "",
@@ -61,6 +63,23 @@ def write_card(
         for name, per in report.levels.items():
             cells = [f"{per[k]['cer']:.2%} ({per[k]['n_lines']})" if k in per else "-" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if (pages := report.page_report) is not None:
+        version = f"`{pages.dataset_version}`" if pages.dataset_version else f"`{pages.dataset}`"
+        lines += [
+            "",
+            f"## Page reading ({version}, splits {', '.join(pages.splits)}; not gated)",
+            "",
+            "Line recall and precision: found lines matching true ones at box IoU >= 0.5; page CER: each "
+            "page's lines joined by newlines in reading order; find ms/page: the line finder alone, one "
+            "thread.",
+            "",
+            pages.table(),
+        ]
+        if pages.latency:
+            lines += [
+                "",
+                f"Whole pages (find + read, one at a time, one thread): {pages.latency['ms_p50']:.1f} ms.",
+            ]
     lines += ["", "## Gates (primary split: " + report.primary_split + ")", ""]
     lines += [
         f"- {'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['value']} {g['op']} {g['threshold']}"

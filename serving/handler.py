@@ -5,11 +5,12 @@ JSON out (UTF-8, Khmer as is, `application/json; charset=utf-8`): {"text", "conf
 "model_version"} for one image, {"predictions": [{"text", "confidence"}, ...], "model", "model_version"} for
 several. With the JSON field "page": true, a multipart form field page=true or the header X-Page: true each
 image is a whole page: {"text", "lines": [{"box": [x0, y0, x1, y1], "text", "confidence"}, ...]} per page
-(text: the lines joined by newlines in reading order), the line crops of every page in the batch read
-together. A bad request gets a 4xx JSON error {"error", "status"}, one line in the log, and never disturbs
-the other requests of its batch or the worker. Decoded pixels are budgeted from the image headers before
-anything is decoded: per request (413) and per server-side batch (429 for the requests that do not fit, to
-retry), so that no batch can run past TorchServe's response timeout (pages and lines alike).
+(text: the lines joined by newlines in reading order), with "line_finder" (the line finder's version,
+khmer_ocr.version.LINE_FINDER_VERSION) beside "model" and "model_version"; the line crops of every page in
+the batch read together. A bad request gets a 4xx JSON error {"error", "status"}, one line in the log, and
+never disturbs the other requests of its batch or the worker. Decoded pixels are budgeted from the image
+headers before anything is decoded: per request (413) and per server-side batch (429 for the requests that
+do not fit, to retry), so that no batch can run past TorchServe's response timeout (pages and lines alike).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from khmer_ocr.inference import Recognizer
 from khmer_ocr.names import MODEL_NAME
-from khmer_ocr.pages import PageReader
+from khmer_ocr.pages import LINE_FINDER_VERSION, PageReader
 from khmer_ocr.torchserve.requests import (
     MAX_BATCH_PIXELS,
     MAX_REQUEST_PIXELS,
@@ -52,7 +53,12 @@ class KhmerOcrHandler(BaseHandler):
             self.max_request_pixels, int(settings.get("max_batch_pixels", MAX_BATCH_PIXELS))
         )
         self.initialized = True
-        log.info("khmer-ocr %s version %s ready", self.model_name, self.model_version)
+        log.info(
+            "khmer-ocr %s version %s ready (line finder %s)",
+            self.model_name,
+            self.model_version,
+            LINE_FINDER_VERSION,
+        )
 
     def handle(self, data: list[dict], context) -> list[bytes]:
         start = time.perf_counter()
@@ -111,6 +117,8 @@ class KhmerOcrHandler(BaseHandler):
                 rows = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in mine]
             body = dict(rows[0]) if req.single else {"predictions": rows}
             body.update(model=self.model_name, model_version=self.model_version)
+            if req.page:  # the page reader it serves with: this model and the package's line finder
+                body["line_finder"] = LINE_FINDER_VERSION
             responses[idx] = self._json(context, idx, body)
         context.metrics.add_time(
             "KhmerOcrHandlerTime", round((time.perf_counter() - start) * 1000, 2), None, "ms"

@@ -136,13 +136,13 @@ EXPECTED = {
     ),
     "khmer_ocr_phase3_1_tuning": (
         None,
-        "setup>train train>evaluate evaluate>select_best select_best>register_best",
-        "data configs profile overrides gates out",
+        "setup>train train>evaluate page_data>evaluate evaluate>select_best select_best>register_best",
+        "data configs profile overrides gates eval_pages out",
     ),
     "khmer_ocr_phase3_2_optimization": (
         None,
-        "setup>train train>evaluate evaluate>check_gates check_gates>register",
-        "init_from data profile overrides gates out",
+        "setup>train train>evaluate page_data>evaluate evaluate>check_gates check_gates>register",
+        "init_from data profile overrides gates eval_pages out",
     ),
     "khmer_ocr_promotion": (
         None,
@@ -158,15 +158,15 @@ EXPECTED = {
     "khmer_ocr_nightly": (
         "0 2 * * *",
         "champion>fresh_data champion>train champion>compare fresh_data>validate validate>train "
-        "train>compare compare>register_if_better",
-        "data_profile num_samples config profile overrides gates",
+        "train>compare page_data>compare compare>register_if_better",
+        "data_profile num_samples config profile overrides gates eval_pages",
     ),
     "khmer_ocr_demo": (
         None,
-        "data>validate validate>train train>evaluate evaluate>register register>auto_approve "
-        "register>wait_for_approval register>promote auto_approve>wait_for_approval "
+        "data>validate validate>train train>evaluate page_data>evaluate evaluate>register "
+        "register>auto_approve register>wait_for_approval register>promote auto_approve>wait_for_approval "
         "wait_for_approval>promote promote>deploy",
-        "data_profile num_samples config profile init_from overrides gates model_name deploy",
+        "data_profile num_samples config profile init_from overrides gates model_name deploy eval_pages",
     ),
 }
 
@@ -201,6 +201,7 @@ def test_retry_policy(dagbag) -> None:
         ("khmer_ocr_data", "validate"), ("khmer_ocr_data", "publish"), ("khmer_ocr_nightly", "validate"),
         ("khmer_ocr_demo", "validate"), ("khmer_ocr_phase3_2_optimization", "check_gates"),
         ("khmer_ocr_phase3_1_tuning", "setup"), ("khmer_ocr_phase3_2_optimization", "setup"),
+        ("khmer_ocr_demo", "page_data"), ("khmer_ocr_phase3_1_tuning", "page_data"),
     }  # fmt: skip
     infra = {
         ("khmer_ocr_data", "generate_shards"), ("khmer_ocr_promotion", "candidate"),
@@ -608,17 +609,21 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
         return _states(_test(dagbag, dag_id, conf))
 
     states = run(
-        "khmer_ocr_phase3_1_tuning", configs=["conservative_small", "ctc_alignment_free"], overrides=tiny
+        "khmer_ocr_phase3_1_tuning",
+        configs=["conservative_small", "ctc_alignment_free"],
+        overrides=tiny,
+        eval_pages=4,
     )
     assert set(states.values()) == {"success"} and "train[1]" in states and "evaluate[1]" in states, states
     best = _asset_events(PHASE3_1_BEST.uri)[-1]
     assert best["version"] == "1" and best["model_uri"] == "models:/khmer-ocr/1"
     runs = Path(os.environ["KHMER_OCR_STATE"]) / "runs" / "phase3_1"
-    assert "| conservative_small |" in next(runs.glob("*/comparison.md")).read_text()
+    comparison = next(runs.glob("*/comparison.md")).read_text()
+    assert "| conservative_small |" in comparison and "page CER |" in comparison
 
-    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny)  # from the asset; milestones: not met
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, eval_pages=0)  # milestones: not met
     assert states["check_gates"] == "failed" and states["register"] == "upstream_failed", states
-    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, gates=str(gates))
+    states = run("khmer_ocr_phase3_2_optimization", overrides=tiny, gates=str(gates), eval_pages=0)
     assert set(states.values()) == {"success"}, states
     candidate = get_version("candidate", tracking_uri=store)
     assert candidate.version == "2" and candidate.tags["phase"] == "3.2"
@@ -627,7 +632,8 @@ def test_training_dags_chain_tuning_optimization_promotion_nightly(
     assert set(states.values()) == {"success"}, states
     assert get_version("champion", tracking_uri=store).version == "2"
 
-    dag_run = _test(dagbag, "khmer_ocr_nightly", {"num_samples": 120, "overrides": tiny, "gates": str(gates)})
+    conf = {"num_samples": 120, "overrides": tiny, "gates": str(gates), "eval_pages": 4}
+    dag_run = _test(dagbag, "khmer_ocr_nightly", conf)
     _check_nightly_decision(dag_run, store, versions_before=2)
 
 
@@ -685,7 +691,7 @@ def test_nightly_registers_a_fine_tuned_model_only_when_it_is_better(
         "optim.batch_size=8",
         "data.max_val_lines=8",
     ]
-    conf = {"num_samples": 120, "config": "production_fast", "gates": str(gates)}
+    conf = {"num_samples": 120, "config": "production_fast", "gates": str(gates), "eval_pages": 0}
 
     dag_run = _test(dagbag, "khmer_ocr_nightly", {**conf, "overrides": like_the_reference})
     assert set(_states(dag_run).values()) == {"skipped"}, _states(dag_run)  # no champion yet
@@ -774,6 +780,14 @@ def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env:
     champion = get_version("champion", name=name, tracking_uri=registry_env)
     assert champion is not None and champion.version == "1"
     assert champion.approval == "approved" and champion.tags["approved_by"] == "auto_approve"
+    # pages were read beside the lines (page_data: eval_pages synthetic pages), not gated
+    from khmer_ocr.pages import LINE_FINDER_VERSION
+
+    assert champion.tags["line_finder_version"] == LINE_FINDER_VERSION
+    assert (
+        0.0 <= float(champion.tags["metric.page_cer"]) < 0.5
+        and float(champion.tags["metric.line_recall"]) > 0.8
+    )
     assert torchserve.client.default_version("khmer-ocr") == champion.version
     ds = Dataset(Path(os.environ["KHMER_OCR_STATE"]) / "datasets" / "demo")
     answer = torchserve.client.predict("khmer-ocr", ds.image_bytes(ds.split("test")[0]))
@@ -786,7 +800,7 @@ def test_demo_chain_registers_approves_promotes_and_serves(dagbag, registry_env:
 
     client = MlflowClient(registry_env, registry_uri=registry_env)
     run = client.create_run(client.get_experiment_by_name("khmer-ocr").experiment_id)  # logs no model
-    # the champion's evaluation, logged to this run: the promotion's evidence holds, the model is missing
+    # the champion's evaluation, so that promote() finds the evidence it decides on (and a tie: promoted)
     log_evaluation(run.info.run_id, run_evaluation(champion.run_id, registry_env), registry_env)
     tags = {k: v for k, v in champion.tags.items() if k.startswith(("gate", "eval_", "metric."))}
     broken = client.create_model_version(

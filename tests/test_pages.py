@@ -19,7 +19,7 @@ from khmer_ocr.data.pages import STYLE_LEVEL, PageFactory, PageSample
 from khmer_ocr.data.reader import Dataset
 from khmer_ocr.data.validation import validate_dataset
 from khmer_ocr.data.writer import generate_dataset
-from khmer_ocr.pages import LineFinder, PageReader
+from khmer_ocr.pages import LINE_FINDER_VERSION, LineFinder, PageReader
 from khmer_ocr.pages.metrics import DetectionCounts, iou, match_boxes, page_cer
 from khmer_ocr.processes import free_port
 from khmer_ocr.torchserve.archive import build_archive
@@ -258,6 +258,7 @@ def test_rest_reads_pages_when_asked(server, pages, reader: PageReader) -> None:
     assert status == 200, body
     assert body["text"] == local["text"] and body["lines"] == local["lines"]
     assert body["model"] == NAME and "model_version" in body and len(body["lines"]) == len(page.lines)
+    assert body["line_finder"] == LINE_FINDER_VERSION  # the page reader it serves with
     # the JSON field does the same, for several pages a list
     b64 = [base64.b64encode(cv2.imencode(".png", p.image)[1].tobytes()).decode() for p in pages[:2]]
     status, many = _post(

@@ -59,17 +59,21 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     add_tracking(p)
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a model on a dataset's test splits against the milestone gates",
-        description="Character accuracy (1 - CER over NFC code points), sequence accuracy, cluster CER, "
-        "for each split and each difficulty level (1..5) within it, per-class errors and batch-1 latency on "
-        "one thread; gates (on the whole primary split) from khmer_ocr/configs/gates. Prints the report and "
-        "writes it as JSON; exits 1 if a gate fails.",
+        help="evaluate a model on a dataset's test splits (lines against the milestone gates, or pages)",
+        description="A dataset of text lines: character accuracy (1 - CER over NFC code points), sequence "
+        "accuracy, cluster CER, for each split and each difficulty level (1..5) within it, per-class errors "
+        "and batch-1 latency on one thread; gates (on the whole primary split) from khmer_ocr/configs/gates; "
+        "exits 1 if a gate fails. A dataset of pages (kind pages, from its card): per page kind, "
+        "line-finding recall and precision (box IoU >= 0.5), page CER (lines joined by newlines in reading "
+        "order) and ms per page on one thread; no gates. --page-data reads a page dataset beside a line "
+        "dataset, in one report. Prints the report and writes it as JSON.",
     )
     p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
-    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix")
+    p.add_argument("--data", required=True, help="dataset folder or s3:// prefix: lines or pages")
+    p.add_argument("--page-data", help="also a page dataset, reported beside the lines (not gated)")
     p.add_argument("--splits", nargs="+", default=["test", "test_unseen_font"], help="the splits to read")
-    p.add_argument("--gates", default="milestones", help="gate set name or YAML path")
-    p.add_argument("--max-lines", type=int, help="at most this many lines per split")
+    p.add_argument("--gates", default="milestones", help="gate set name or YAML path (line datasets)")
+    p.add_argument("--max-lines", type=int, help="at most this many lines (or pages) per split")
     p.add_argument("--report", default="evaluation.json", help="where to write the JSON report")
     p = sub.add_parser(
         "predict",
@@ -160,9 +164,20 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from khmer_ocr.data.reader import Dataset
     from khmer_ocr.evaluation.evaluate import evaluate
+    from khmer_ocr.evaluation.pages import evaluate_pages
 
-    report = evaluate(args.model, args.data, tuple(args.splits), args.gates, args.max_lines)
+    splits = tuple(args.splits)
+    if Dataset(args.data).kind == "pages":
+        pages = evaluate_pages(args.model, args.data, splits, args.max_lines)
+        print(pages.summary())
+        print(f"report: {pages.write(args.report)}")
+        return 0
+    report = evaluate(
+        args.model, args.data, splits, args.gates, args.max_lines, page_data=args.page_data,
+        max_pages=args.max_lines,
+    )  # fmt: skip
     print(report.summary())
     print(f"report: {report.write(args.report)}")
     return 0 if report.passed else 1

@@ -58,6 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     src.add_argument("--model", help="a model folder to track as a new run, then register")
     p.add_argument("--data", help="evaluate on this dataset now (required for --model)")
     p.add_argument("--gates", default="milestones", help="gate set name or YAML path (default: milestones)")
+    p.add_argument("--page-data", help="with --data: also read this page dataset's pages (not gated)")
     _common(p)
     p = sub.add_parser("approve", help="approve a model version for promotion", description=REGISTRY_HELP)
     p.add_argument("version", help="model version number")
@@ -122,10 +123,12 @@ def _register(args: argparse.Namespace) -> int:
         run_id = log_model_folder(args.model, tracking_uri=args.tracking_uri, run_name="imported-model")
         print(f"tracked {args.model} as run {run_id}")
     info = registry.register(
-        run_id, data=args.data, gates=args.gates, by=args.by, name=args.name, tracking_uri=args.tracking_uri
-    )
+        run_id, data=args.data, gates=args.gates, page_data=args.page_data, by=args.by, name=args.name,
+        tracking_uri=args.tracking_uri,
+    )  # fmt: skip
     for key in sorted(k for k in info.tags if k.startswith(("gate.", "metric."))):
         print(f"  {key}: {info.tags[key]}")
+    print(f"  line_finder_version: {info.tags.get('line_finder_version', '-')}")
     return _show(info, "registered")
 
 
@@ -172,12 +175,16 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([v.to_dict() for v in versions], indent=1, ensure_ascii=False))
         return 0
-    print(f"{'version':>7}  {'aliases':<20}{'approval':<10}{'gates':<6}{'char acc':>9}  config")
+    print(
+        f"{'version':>7}  {'aliases':<20}{'approval':<10}{'gates':<6}{'char acc':>9}{'page CER':>9}"
+        f"{'line rec':>9}  {'line finder':<13}config"
+    )
     for v in versions:
-        acc = v.metric("char_accuracy")
-        shown = f"{acc:.2%}" if acc is not None else "-"
+        shown = [v.metric(k) for k in ("char_accuracy", "page_cer", "line_recall")]
+        acc, cer, recall = (f"{x:.2%}" if x is not None else "-" for x in shown)
         print(
             f"{v.version:>7}  {','.join(v.aliases) or '-':<20}{v.approval:<10}"
-            f"{'pass' if v.gates_passed else 'fail':<6}{shown:>9}  {v.tags.get('config', '')}"
+            f"{'pass' if v.gates_passed else 'fail':<6}{acc:>9}{cer:>9}{recall:>9}  "
+            f"{v.tags.get('line_finder_version', '-'):<13}{v.tags.get('config', '')}"
         )
     return 0

@@ -88,6 +88,18 @@ class Dataset:
         return json.loads(storage.read_text(storage.join(self.uri, CARD)))
 
     @property
+    def kind(self) -> str:
+        """The dataset's kind, lines or pages: the generator config's in the card; a manifest whose records
+        carry their lines' boxes (no card says otherwise) is a page dataset."""
+        try:
+            kind = self.card.get("generator_config", {}).get("kind")
+        except storage.StorageError:
+            kind = None
+        if kind:
+            return str(kind)
+        return "pages" if self.records and "lines" in self.records[0] else "lines"
+
+    @property
     def charset(self) -> Charset:
         return Charset.from_dict(json.loads(storage.read_text(storage.join(self.uri, CHARSET))))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from khmer_ocr.data.format import DatasetError
 from khmer_ocr.data.reader import Dataset, ShardReader
 from khmer_ocr.evaluation.gates import load_gates
-from khmer_ocr.evaluation.metrics import measure_latency
+from khmer_ocr.evaluation.metrics import measure_latency, one_thread
+from khmer_ocr.evaluation.pages import evaluate_pages
 from khmer_ocr.evaluation.report import EvaluationReport, build_report
 from khmer_ocr.inference import Recognizer
 
@@ -25,15 +25,24 @@ def evaluate(
     latency_lines: int = 50,
     batch_size: int = 32,
     tracking_uri: str | None = None,
+    page_data: str | None = None,
+    max_pages: int | None = None,
 ) -> EvaluationReport:
     """Recognize every line of the splits, score them (each split whole and per difficulty level, from the
     records' `difficulty` field), time batch-1 inference on one thread, check gates.
 
     Latency is measured the way the gates mean it: one line at a time, one CPU thread, preprocessing
-    included. tracking_uri: the MLflow registry of a models:/ or runs:/ model_ref.
+    included. tracking_uri: the MLflow registry of a models:/ or runs:/ model_ref. page_data: a page
+    dataset the same model also reads pages of (khmer_ocr.evaluation.pages, at most max_pages per split),
+    kept in the report's `pages`; the gates stay on the lines.
     """
     recognizer = Recognizer.load(model_ref, tracking_uri=tracking_uri)
     dataset = Dataset(dataset_uri)
+    if dataset.kind != "lines":
+        raise DatasetError(
+            f"{dataset_uri} is a dataset of kind {dataset.kind}: read it with "
+            "khmer_ocr.evaluation.pages.evaluate_pages, or give it as page_data"
+        )
     reader = ShardReader(dataset)
     per_split: dict[str, tuple[list[str], list[str]]] = {}
     levels: dict[str, list[int | None]] = {}
@@ -49,15 +58,11 @@ def evaluate(
         levels[split] = [r.get("difficulty") for r in records]
     if not per_split:
         raise ValueError(f"{dataset_uri} has no lines in splits {list(splits)}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         latency = measure_latency(lambda im: recognizer.predict([im]), sample_images, warmup=5)
-    finally:
-        torch.set_num_threads(threads)
     card = dataset.card
     primary = splits[0] if splits[0] in per_split else next(iter(per_split))
-    return build_report(
+    report = build_report(
         model=str(model_ref or "reference"),
         dataset=dataset_uri,
         dataset_version=card.get("version"),
@@ -68,3 +73,9 @@ def evaluate(
         gate_set=str(gates),
         levels=levels,
     )
+    if page_data:
+        pages = evaluate_pages(
+            model_ref, page_data, splits, max_pages, batch_size=batch_size, recognizer=recognizer
+        )
+        report.pages = pages.to_dict()
+    return report

@@ -20,7 +20,8 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -378,3 +379,19 @@ def measure_latency(
             fn(x)
             samples.append((time.perf_counter() - t0) * 1000.0)
     return LatencyStats.from_samples(samples).to_dict()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch and OpenCV on one thread inside the block (latency is measured that way), restored after."""
+    import cv2
+    import torch
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)

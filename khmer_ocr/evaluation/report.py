@@ -12,6 +12,8 @@ from typing import Any
 
 from khmer_ocr.evaluation.gates import GateConfig, all_passed, evaluate_gates, format_gate
 from khmer_ocr.evaluation.metrics import error_analysis, score, score_by_level
+from khmer_ocr.evaluation.pages import PageReport
+from khmer_ocr.version import LINE_FINDER_VERSION
 
 
 @dataclass
@@ -30,6 +32,19 @@ class EvaluationReport:
     # split name -> difficulty level ("1".."5") -> TextMetrics.to_dict() of that level's lines; empty in
     # reports written before levels were scored (from_dict reads those unchanged)
     levels: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # PageReport.to_dict() of the pages read beside the lines (evaluate(..., page_data=...)), else empty;
+    # shown and logged next to the line metrics, never gated
+    pages: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def page_report(self) -> PageReport | None:
+        return PageReport.from_dict(self.pages) if self.pages else None
+
+    @property
+    def line_finder_version(self) -> str:
+        """The line finder the model reads pages with: the one its page evaluation ran, else this code's."""
+        pages = self.page_report
+        return pages.line_finder_version if pages is not None else LINE_FINDER_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +97,8 @@ class EvaluationReport:
                 ref = f"{c['ref']!r} {c['ref_code']}" if c["ref"] else "(none)"
                 hyp = f"{c['hyp']!r} {c['hyp_code']}" if c["hyp"] else "(none)"
                 lines.append(f"  {ref} -> {hyp}: {c['count']}")
+        if self.page_report is not None:
+            lines.append(self.page_report.summary())
         lines.extend(format_gate(g) for g in self.gates)
         lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)

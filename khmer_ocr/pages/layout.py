@@ -20,6 +20,8 @@
 Steps 1 and 2 are khmer_ocr.pages.ink's. Each line comes back with its box in the input image's pixels
 and a deskewed grayscale crop in which the ink of every other line is painted over with background, ready
 for the recognizer. Measured against Tesseract's layout analysis and PP-OCRv4's detector in bench/pages.py.
+Its version, khmer_ocr.version.LINE_FINDER_VERSION, is recorded with every registered model: bump it when a
+change here or in khmer_ocr.pages.ink moves the boxes found.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Scoring page reading: line finding (precision and recall of boxes at IoU >= 0.5, matched one to one)
-and page CER (the lines' texts joined by newlines in reading order, scored as khmer_ocr.evaluation does)."""
+and page CER (the lines' texts joined by newlines in reading order, scored as khmer_ocr.evaluation does),
+per page kind (PageScores: what `khmer-ocr evaluate` on a page dataset and bench/pages.py report)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +70,84 @@ def page_cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     from khmer_ocr.evaluation.metrics import score
 
     return score(list(refs), list(hyps)).cer
+
+
+@dataclass
+class PageTally:
+    """Pages read by one method: line-finding counts, the pages' true and read texts, ms per page."""
+
+    det: DetectionCounts = field(default_factory=DetectionCounts)
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+
+    def add(self, truth: Sequence[Box], ref: str, found: Sequence[Box], hyp: str, ms: float | None) -> None:
+        self.det.add(truth, found)
+        self.refs.append(ref)
+        self.hyps.append(hyp)
+        if ms is not None:
+            self.ms.append(ms)
+
+    def extend(self, other: PageTally) -> PageTally:
+        self.det.truth += other.det.truth
+        self.det.found += other.det.found
+        self.det.matched += other.det.matched
+        self.refs += other.refs
+        self.hyps += other.hyps
+        self.ms += other.ms
+        return self
+
+    def to_dict(self, with_text: bool = True) -> dict[str, Any]:
+        """pages, lines (true), found, matched, line_recall, line_precision, page_cer (None without text),
+        char_errors, n_chars and ms_p50 (the median of the timed pages; None when none was timed)."""
+        from khmer_ocr.evaluation.metrics import score
+
+        text = score(self.refs, self.hyps) if with_text and self.refs else None
+        return {
+            "pages": len(self.refs),
+            "lines": self.det.truth,
+            "found": self.det.found,
+            "matched": self.det.matched,
+            "line_recall": self.det.recall,
+            "line_precision": self.det.precision,
+            "page_cer": text.cer if text else None,
+            "char_errors": text.char_errors if text else None,
+            "n_chars": text.n_chars if text else None,
+            "ms_p50": float(np.median(self.ms)) if self.ms else None,
+        }
+
+
+@dataclass
+class PageScores:
+    """PageTally per page kind (the dataset's `style`: clean, screen, scan, photo), kinds in the order of
+    their difficulty level, and over all pages ("all")."""
+
+    kinds: dict[str, PageTally] = field(default_factory=dict)
+    levels: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self,
+        kind: str,
+        level: int,
+        truth: Sequence[Box],
+        ref: str,
+        found: Sequence[Box],
+        hyp: str,
+        ms: float | None = None,
+    ) -> None:
+        self.levels.setdefault(kind, level)
+        self.kinds.setdefault(kind, PageTally()).add(truth, ref, found, hyp, ms)
+
+    def ordered(self) -> list[tuple[str, PageTally]]:
+        """(kind, tally) by difficulty level, then ("all", every page)."""
+        kinds = sorted(self.kinds, key=lambda k: (self.levels[k], k))
+        total = PageTally()
+        for k in kinds:
+            total.extend(self.kinds[k])
+        return [*((k, self.kinds[k]) for k in kinds), ("all", total)]
+
+    def to_dict(self, with_text: bool = True) -> dict[str, dict[str, Any]]:
+        return {k: t.to_dict(with_text) for k, t in self.ordered()}
 
 
 def boxes_array(boxes: Sequence[Box]) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from khmer_ocr.inference import Recognizer
-from khmer_ocr.pages.layout import LineFinder
+from khmer_ocr.pages.layout import LineFinder, PageLayout
 
 
 @dataclass
@@ -49,7 +49,14 @@ class PageReader:
 
     def read(self, images: list, batch_size: int = 32) -> list[PagePrediction]:
         """images: paths, PIL images or arrays (grayscale or colour, any polarity)."""
-        layouts = [self.finder.find(self.recognizer.read_image(im)) for im in images]
+        return self.read_layouts([self.find(im) for im in images], batch_size)
+
+    def find(self, image: np.ndarray | str | Path) -> PageLayout:
+        """The page's lines (boxes and crops), not yet read."""
+        return self.finder.find(self.recognizer.read_image(image))
+
+    def read_layouts(self, layouts: list[PageLayout], batch_size: int = 32) -> list[PagePrediction]:
+        """Read the lines the finder found (`find`) on each page, all pages' crops batched."""
         crops = [ln.crop for lay in layouts for ln in lay.lines]
         preds = self.recognizer.predict(crops, batch_size=batch_size) if crops else []
         out, at = [], 0

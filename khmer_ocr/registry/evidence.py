@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from khmer_ocr.errors import PromotionRefused
+from khmer_ocr.evaluation.pages import HEADLINE
 from khmer_ocr.mlflow_client import client as mlflow_client
 from khmer_ocr.model_store import safe_name
 from khmer_ocr.registry.versions import PENDING, VersionInfo, denied
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from khmer_ocr.evaluation.report import EvaluationReport
 
 EVALUATION_ARTIFACT = "evaluation/evaluation.json"
+LINE_FINDER_TAG = "line_finder_version"  # run and version tag: the page reader a model serves with
 
 
 def log_evaluation(run_id: str, report: EvaluationReport, tracking_uri: str | None = None) -> None:
@@ -44,7 +46,14 @@ def log_evaluation(run_id: str, report: EvaluationReport, tracking_uri: str | No
         RunTag("gate_set", report.gate_set),
         RunTag("eval_dataset", report.dataset),
         RunTag("eval_dataset_version", report.dataset_version or ""),
+        RunTag(LINE_FINDER_TAG, report.line_finder_version),
     ]
+    if (pages := report.page_report) is not None:  # page reading, next to the line metrics (not gated)
+        metrics += [Metric(f"eval_{k}", v, now, 0) for k, v in pages.metrics().items()]
+        tags += [
+            RunTag("page_eval_dataset", pages.dataset),
+            RunTag("page_eval_dataset_version", pages.dataset_version or ""),
+        ]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     with tempfile.TemporaryDirectory() as tmp:
         report.write(Path(tmp) / Path(EVALUATION_ARTIFACT).name)
@@ -81,7 +90,13 @@ def version_tags(run, report: EvaluationReport) -> dict[str, str]:
         "phase": run.data.tags.get("phase", ""),
         "code_version": run.data.tags.get("khmer_ocr_version", __version__),
         "approval": PENDING,
+        LINE_FINDER_TAG: report.line_finder_version,
     }
+    if (pages := report.page_report) is not None:
+        tags["page_eval_dataset_version"] = pages.dataset_version or ""
+        for key, value in pages.metrics().items():
+            if key in HEADLINE:
+                tags[f"metric.{key}"] = f"{value:.6f}"
     for key in ("char_accuracy", "sequence_accuracy", "cer", "cluster_cer"):
         if isinstance(primary.get(key), int | float):
             tags[f"metric.{key}"] = f"{primary[key]:.6f}"

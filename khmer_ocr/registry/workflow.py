@@ -38,14 +38,16 @@ def register(
     *,
     data: str | None = None,
     gates: str = "milestones",
+    page_data: str | None = None,
     by: str = "khmer-ocr",
     name: str = MODEL_NAME,
     tracking_uri: str | None = None,
 ) -> VersionInfo:
     """Register a tracked run's model as a new version; alias `candidate` when it passes its gates.
 
-    With data, the run's model is evaluated on it now (gate set `gates`) and the report is attached to the
-    run; without, the report an earlier log_evaluation attached is used.
+    With data, the run's model is evaluated on it now (gate set `gates`; and on the pages of the page
+    dataset page_data, not gated) and the report is attached to the run; without, the report an earlier
+    log_evaluation attached is used. The version's tags record the line finder it reads pages with.
     """
     from mlflow.exceptions import MlflowException
 
@@ -62,7 +64,8 @@ def register(
     if data is not None:
         from khmer_ocr.evaluation.evaluate import evaluate
 
-        report = evaluate(f"runs:/{run_id}/model", data, gates=gates, tracking_uri=client.tracking_uri)
+        model = f"runs:/{run_id}/model"
+        report = evaluate(model, data, gates=gates, tracking_uri=client.tracking_uri, page_data=page_data)
         log_evaluation(run_id, report, client.tracking_uri)
     elif (report := run_evaluation(run_id, client.tracking_uri)) is None:
         raise RegistryError(

@@ -22,6 +22,7 @@ class PhaseRun:
     val_char_accuracy: float
     val_sequence_accuracy: float
     run_id: str | None = None  # the MLflow run, when tracked
+    page_cer: float | None = None  # on the evaluation's pages, when it read pages (not a ranking criterion)
 
 
 def _best_row(result: TrainResult) -> dict:
@@ -70,12 +71,17 @@ def train_config(
 
 
 def comparison_table(runs: list[PhaseRun]) -> str:
-    """Markdown table of the runs, best first."""
-    lines = ["| config | best epoch | val char acc | val seq acc | epochs run |", "|---|---|---|---|---|"]
+    """Markdown table of the runs, best first (with a page CER column when some run's pages were read)."""
+    pages = any(r.page_cer is not None for r in runs)
+    head = "| config | best epoch | val char acc | val seq acc | epochs run |" + (
+        " page CER |" if pages else ""
+    )
+    lines = [head, "|---|---|---|---|---|" + ("---|" if pages else "")]
     for r in sorted(runs, key=lambda r: -r.val_char_accuracy):
+        cer = "" if not pages else f" {r.page_cer:.2%} |" if r.page_cer is not None else " - |"
         lines.append(
             f"| {r.name} | {r.result.best_epoch} | {r.val_char_accuracy:.2%} | {r.val_sequence_accuracy:.2%} "
-            f"| {r.result.epochs_run} |"
+            f"| {r.result.epochs_run} |{cer}"
         )
     if len(runs) > 1 and len({round(r.val_char_accuracy, 6) for r in runs}) == 1:
         lines.append(

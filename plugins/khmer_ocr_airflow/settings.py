@@ -108,3 +108,14 @@ def num_samples_param(description: str) -> Param:
 
 def model_name_param(description: str = "The registered model in MLflow.") -> Param:
     return Param(MODEL_NAME, type="string", description=description)
+
+
+def eval_pages_param(default: int = 12) -> Param:
+    return Param(
+        default,
+        type="integer",
+        minimum=0,
+        description="Synthetic pages (the pages profile, test texts; generated once and validated) the "
+        "evaluation also reads: page CER and line-finding recall / precision per page kind, logged beside "
+        "the line metrics and shown in the model card, not gated. 0: lines only.",
+    )

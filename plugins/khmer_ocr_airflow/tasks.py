@@ -1,7 +1,8 @@
 """The library calls the DAG tasks make, shared: each takes plain values (XCom), gets MLflow's address from
 the khmer_ocr_mlflow connection (MlflowRegistryHook) and hands it to the library as an argument, turns the
 library's deterministic errors into AirflowFailException, and returns a plain dict for XCom. evaluate_task
-is the evaluation step of the training DAGs, as a @task factory.
+is the evaluation step of the training DAGs and page_data_task the page dataset it also reads, as @task
+factories.
 
 Cheap to import (DAG parsing): khmer_ocr is imported inside the functions that call it.
 """
@@ -106,6 +107,30 @@ def validate(uri: str, ti: Any = None) -> dict[str, Any]:
     return {"uri": uri, "version": report.version, "report": html, "checks": len(report.checks)}
 
 
+def page_data(num_pages: int) -> str | None:
+    """A small page dataset for the evaluations to read pages of: num_pages synthetic pages (the pages
+    profile, test texts only), generated once into the state folder (the same config gives the same
+    bytes: a rerun finds it done) and validated; None when num_pages is 0 (page evaluation off)."""
+    if not num_pages or num_pages <= 0:
+        print("eval_pages is 0: no page evaluation")
+        return None
+    from khmer_ocr_airflow.paths import state_dir
+
+    cfg = data_config("pages", ["splits=[test]"], num_samples=num_pages)
+    uri = generate(cfg, state_dir() / "datasets" / f"{cfg.name}-eval-{cfg.num_samples}")
+    return validate(uri)["uri"]
+
+
+def page_data_task(**settings: Any):
+    """The `page_data` task of a training DAG: page_data(params["eval_pages"])."""
+
+    @task(task_id="page_data", **settings)
+    def make_page_data(params=None) -> str | None:
+        return page_data(params["eval_pages"])
+
+    return make_page_data
+
+
 # -------------------------------------------------------------------------------------------- training
 def train(
     config: str, data: str, out: str | Path, params: dict, init_from: str | None = None
@@ -137,14 +162,21 @@ def train(
 
 
 def evaluate(
-    model: str, data: str, gates: str, run_id: str | None = None, report_path: str | Path | None = None
+    model: str,
+    data: str,
+    gates: str,
+    run_id: str | None = None,
+    report_path: str | Path | None = None,
+    pages: str | None = None,
 ) -> dict[str, Any]:
-    """khmer_ocr.evaluation.evaluate on the test splits + gates; attached to the MLflow run when given."""
+    """khmer_ocr.evaluation.evaluate on the test splits + gates, and on the pages of the page dataset
+    `pages` when given (page CER and line finding beside the line metrics, not gated); attached to the
+    MLflow run when given."""
     from khmer_ocr.evaluation.evaluate import evaluate as run_evaluation
 
     uri = tracking_uri()
     with fail_fast():
-        report = run_evaluation(model, data, gates=gates, tracking_uri=uri)
+        report = run_evaluation(model, data, gates=gates, tracking_uri=uri, page_data=pages or None)
     print(report.summary())
     if report_path:
         print(f"evaluation report: {report.write(report_path)}")
@@ -153,6 +185,7 @@ def evaluate(
 
         log_evaluation(run_id, report, uri)
     primary = report.splits[report.primary_split]
+    page_metrics = report.page_report.metrics() if report.page_report is not None else {}
     return {
         "model": str(model),
         "run_id": run_id,
@@ -162,18 +195,20 @@ def evaluate(
         "sequence_accuracy": primary.get("sequence_accuracy"),
         "dataset_version": report.dataset_version,
         "failed_gates": [g["name"] for g in report.gates if not g["passed"]],
+        **{k: page_metrics.get(k) for k in ("page_cer", "line_recall", "line_precision")},
     }
 
 
 def evaluate_task(*, with_run: bool = False, **settings: Any):
     """The `evaluate` task of a training DAG: the trained run's model (a train() dict) on the run's dataset
-    against the `gates` param, attached to its MLflow run, the report beside the run's folder. Returns the
-    evaluation, or (with_run) the run with its evaluation under "eval"."""
+    against the `gates` param, and on the pages of `pages` (page_data_task's dataset, None: lines only),
+    attached to its MLflow run, the report beside the run's folder. Returns the evaluation, or (with_run)
+    the run with its evaluation under "eval"."""
 
     @task(task_id="evaluate", **settings)
-    def evaluate_run(run: dict, params=None) -> dict:
+    def evaluate_run(run: dict, pages: str | None = None, params=None) -> dict:
         report = Path(run["out_dir"]) / "evaluation.json"
-        result = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"], report)
+        result = evaluate(run["model_dir"], run["data"], params["gates"], run["run_id"], report, pages)
         return {**run, "eval": result} if with_run else result
 
     return evaluate_run
