@@ -119,10 +119,10 @@ def khmer_ocr_nightly():
         return register(comparison["run_id"], dag_run)
 
     current = champion()
-    data = fresh_data()
-    current >> data  # no champion: the night is skipped before any work
+    data, pages = fresh_data(), page_data()
+    current >> [data, pages]  # no champion: the night is skipped before any work
     run = train(current, validate(data))
-    register_if_better(compare(current, run, page_data()))
+    register_if_better(compare(current, run, pages))
 
 
 khmer_ocr_nightly()

@@ -157,8 +157,8 @@ EXPECTED = {
     ),
     "khmer_ocr_nightly": (
         "0 2 * * *",
-        "champion>fresh_data champion>train champion>compare fresh_data>validate validate>train "
-        "train>compare page_data>compare compare>register_if_better",
+        "champion>fresh_data champion>page_data champion>train champion>compare fresh_data>validate "
+        "validate>train train>compare page_data>compare compare>register_if_better",
         "data_profile num_samples config profile overrides gates eval_pages",
     ),
     "khmer_ocr_demo": (
