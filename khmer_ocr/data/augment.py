@@ -134,7 +134,7 @@ def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> 
         img = (img - 0.5) * contrast + 0.5 + brightness
     out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if not (textured or lit):
-        out = out[mask]
+        out = cv2.LUT(mask, out)
     if rng.random() < lv.blur_prob:
         out = cv2.GaussianBlur(out, (0, 0), _uniform(rng, lv.blur_sigma))
     if rng.random() < lv.motion_blur_prob:
