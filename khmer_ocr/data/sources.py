@@ -322,11 +322,7 @@ class LineComposer:
         parts: list[str] = []
         size = 0
         while size < target:
-            name = (
-                main
-                if not parts or rng.random() < 0.7
-                else self.names[self._source(rng)]
-            )
+            name = main if not parts or rng.random() < 0.7 else self.names[self._source(rng)]
             seg = (
                 latin_word(rng)
                 if rng.random() < self.cfg.latin_prob
