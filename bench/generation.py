@@ -18,11 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.generate import SampleFactory
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose code is measured, in every process
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def stage_times(n: int) -> list[tuple[str, float]]:
@@ -67,7 +71,7 @@ def _cpu_children() -> float:
 def timed(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the command and all its processes) of a command."""
     cpu, t = _cpu_children(), time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=ENV)
     return time.perf_counter() - t, _cpu_children() - cpu
 
 
@@ -87,7 +91,9 @@ def generation_alone(lines: int, workers: int) -> tuple[float, float]:
         f"    generate_dataset(cfg, tmp + '/ds', workers={workers}, progress=False)\n"
         "    print(cfg.num_samples / (time.perf_counter() - t), cfg.num_samples / (cpu() - c))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=ENV
+    ).stdout
     rate, cpu_rate = map(float, out.strip().splitlines()[-1].split())
     return rate, cpu_rate
 
