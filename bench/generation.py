@@ -1,100 +1,184 @@
-"""Benchmark: end-to-end generation (text + shaping check + render + augment + PNG encode + shard write).
+"""Benchmark: generation (text + shaping check + render + augment + PNG encode + shard write) and validation.
 
-Prints lines/s per core for 1 and N worker processes, and where the time goes for one line.
-Run: `make bench` or `.venv/bin/python bench/generation.py [--lines N]`.
+Prints, for generation alone (the Python API, 1 and N worker processes) and for the CLI (`khmer-ocr generate
+--no-validate`, `khmer-ocr validate`, and the two end to end): lines/s, lines/s per core (lines/s / workers)
+and lines per CPU-second (user + system time of every process involved: robust to a busy machine). CLI rates
+are marginal: the extra lines of a large run over a small one by the extra time, so process start-up, imports
+and the dataset's fixed files cancel out. Then where one line's time goes, stage by stage.
+Run: `make bench` or `.venv/bin/python bench/generation.py [--lines N] [--cli-lines SMALL LARGE]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.generate import SampleFactory
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose code is measured, in every process
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
 
 def stage_times(n: int) -> list[tuple[str, float]]:
-    """Mean microseconds per line of each stage, in one process."""
+    """Mean CPU microseconds per line of each stage, in one process."""
     from khmer_ocr.data import augment
+    from khmer_ocr.data.generate import Sample
     from khmer_ocr.data.render import load_font, render_mask
 
     cfg = DataConfig(seed=1)
     f = SampleFactory(cfg)
-    totals = dict.fromkeys(
-        ["text", "shaping check", "render (RAQM)", "geometric", "photometric", "PNG encode"], 0.0
-    )
+    names = ["text", "shaping check", "render (RAQM)", "geometric", "photometric", "PNG encode"]
+    totals = dict.fromkeys(names, 0.0)
+    clock = time.process_time
     for i in range(n):
         rng = np.random.default_rng([cfg.seed, i])
         level = 1 + i % 5
-        t0 = time.perf_counter()
+        t0 = clock()
         text, _ = f.composer.compose(rng, cfg.level(level).length)
-        t1 = time.perf_counter()
+        t1 = clock()
         font = f.train_fonts[i % len(f.train_fonts)]
         f._checkers[font.name].ok(text)
-        t2 = time.perf_counter()
-        mask = render_mask(
-            text,
-            load_font(font.path, int(cfg.fonts.sizes[int(rng.integers(len(cfg.fonts.sizes)))])),
-            rng,
-            cfg.level(level),
-        )
-        t3 = time.perf_counter()
+        t2 = clock()
+        size = int(cfg.fonts.sizes[int(rng.integers(len(cfg.fonts.sizes)))])
+        mask = render_mask(text, load_font(font.path, size), rng, cfg.level(level))
+        t3 = clock()
         mask = augment.geometric(mask, rng, cfg.level(level), cfg.image_height, cfg.max_width)
-        t4 = time.perf_counter()
+        t4 = clock()
         img = augment.photometric(mask, rng, cfg.level(level))
-        t5 = time.perf_counter()
-        from khmer_ocr.data.generate import Sample
-
+        t5 = clock()
         Sample("0", text, font, level, "", "", img, 0).png(cfg.png_compress_level)
-        t6 = time.perf_counter()
+        t6 = clock()
         for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
             totals[key] += dt
     return [(k, v / n * 1e6) for k, v in totals.items()]
 
 
-def end_to_end(lines: int, workers: int) -> float:
-    """Lines per second of a whole `generate_dataset` run in a fresh process (cold caches included)."""
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and all its processes) of a command."""
+    cpu, t = _cpu_children(), time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    return time.perf_counter() - t, _cpu_children() - cpu
+
+
+def generation_alone(lines: int, workers: int) -> tuple[float, float]:
+    """(lines/s, lines per CPU-second) of a whole `generate_dataset` run in a fresh process (cold caches
+    included; imports excluded)."""
     code = (
-        "import sys, tempfile, time\n"
+        "import resource, tempfile, time\n"
         "from khmer_ocr.data.config import DataConfig\n"
         "from khmer_ocr.data.writer import generate_dataset\n"
+        "def cpu():\n"
+        "    s, c = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+        "    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime\n"
         f"cfg = DataConfig(name='bench', num_samples={lines}, shard_size=250, seed=3)\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
-        "    t = time.perf_counter()\n"
+        "    t, c = time.perf_counter(), cpu()\n"
         f"    generate_dataset(cfg, tmp + '/ds', workers={workers}, progress=False)\n"
-        "    print(cfg.num_samples / (time.perf_counter() - t))\n"
+        "    print(cfg.num_samples / (time.perf_counter() - t), cfg.num_samples / (cpu() - c))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=ENV
+    ).stdout
+    rate, cpu_rate = map(float, out.strip().splitlines()[-1].split())
+    return rate, cpu_rate
+
+
+def cli_runs(small: int, large: int, workers: int) -> dict[str, tuple[float, float]]:
+    """Marginal (lines/s, lines per CPU-second) of `khmer-ocr generate --no-validate`, `khmer-ocr validate`
+    and the two together, from a small and a large run of the demo profile."""
+    cli = [sys.executable, "-m", "khmer_ocr"]
+    runs: dict[str, dict[int, tuple[float, float]]] = {"generate": {}, "validate": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (small, large):
+            out = f"{tmp}/ds{n}"
+            runs["generate"][n] = timed(
+                [
+                    *cli,
+                    "generate",
+                    "--profile",
+                    "demo",
+                    "--num-samples",
+                    str(n),
+                    "--workers",
+                    str(workers),
+                    "--out",
+                    out,
+                    "--no-validate",
+                ]
+            )
+            runs["validate"][n] = timed([*cli, "validate", out])
+    runs["end to end"] = {
+        n: tuple(a + b for a, b in zip(runs["generate"][n], runs["validate"][n], strict=True))
+        for n in (small, large)
+    }
+    extra = large - small
+    return {
+        name: (extra / (r[large][0] - r[small][0]), extra / (r[large][1] - r[small][1]))
+        for name, r in runs.items()
+    }
+
+
+def _median(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lines", type=int, default=8000, help="lines per end-to-end run")
-    args = parser.parse_args()
-    cores = os.cpu_count() or 1
-    SampleFactory(DataConfig())  # build caches (word model, place names) outside the timings
-    rows = []
-    for workers in sorted({1, cores}):
-        rate = end_to_end(args.lines, workers)
-        rows.append((workers, rate, rate / workers))
-    print(
-        f"\nEnd-to-end generation, {args.lines} lines (all 5 difficulty levels, default mix), {cores} cores"
+    parser.add_argument("--lines", type=int, default=8000, help="lines per generation-alone run")
+    parser.add_argument(
+        "--cli-lines",
+        type=int,
+        nargs=2,
+        default=(400, 12400),
+        metavar=("SMALL", "LARGE"),
+        help="lines of the small and the large CLI run (their difference is what is measured)",
     )
-    print(f"| {'workers':>7} | {'lines/s':>8} | {'lines/s per core':>16} |")
-    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 18}|")
-    for workers, rate, per_core in rows:
-        print(f"| {workers:>7} | {rate:>8.0f} | {per_core:>16.0f} |")
-    print("\nWhere one line's time goes (one process, levels 1-5 in turn, after 2000 warm-up lines)")
-    stage_times(2000)
-    stages = stage_times(2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers of the N runs")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each measure (medians are shown)")
+    parser.add_argument("--stages", type=int, default=2000, help="lines of the stage breakdown (0: skip)")
+    parser.add_argument("--skip-cli", action="store_true", help="only generation alone and the stages")
+    args = parser.parse_args()
+    SampleFactory(DataConfig())  # build caches (word model, place names) outside the timings
+    rows: list[tuple[str, int, tuple[float, float]]] = []
+    for workers in sorted({1, args.workers}):
+        rate = _median([generation_alone(args.lines, workers) for _ in range(args.repeat)])
+        rows.append((f"generation alone, {args.lines} lines", workers, rate))
+    if not args.skip_cli:
+        small, large = args.cli_lines
+        cli = [cli_runs(small, large, args.workers) for _ in range(args.repeat)]
+        for name, workers in (("generate", args.workers), ("validate", 1), ("end to end", args.workers)):
+            rows.append((f"CLI {name}, {large} over {small} lines", workers, _median([c[name] for c in cli])))
+    load = os.getloadavg()[0]
+    print(f"\n{os.cpu_count()} cores, load average {load:.1f} at the end; medians of {args.repeat} run(s)")
+    print(f"| {'measure':<40} | {'workers':>7} | {'lines/s':>8} | {'per core':>8} | {'per CPU-s':>9} |")
+    print(f"|{'-' * 42}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
+    for name, workers, (rate, cpu_rate) in rows:
+        print(f"| {name:<40} | {workers:>7} | {rate:>8.0f} | {rate / workers:>8.0f} | {cpu_rate:>9.0f} |")
+    if not args.stages:
+        return
+    print(
+        f"\nWhere one line's CPU time goes (one process, levels 1-5 in turn, after {args.stages} warm-up "
+        "lines)"
+    )
+    stage_times(args.stages)
+    stages = stage_times(args.stages)
     total = sum(us for _, us in stages)
     print(f"| {'stage':<14} | {'us/line':>8} | {'share':>6} |")
     print(f"|{'-' * 16}|{'-' * 10}|{'-' * 8}|")

@@ -296,3 +296,26 @@ def test_sharded_generation_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         generate_shards(_tiny(seed=9), out, [0])
     assert generate_shards(cfg, out, [0, 1]) == 20 and prepare_dataset(cfg, out) == []
     assert len(Dataset(finalize_dataset(cfg, out).uri)) == 40
+
+
+def test_shard_archives_are_the_bytes_tarfile_writes() -> None:
+    import io
+    import tarfile
+
+    from khmer_ocr.data.tarshard import ShardTar
+
+    files = [(f"{i:09d}.png", bytes([i % 251]) * (i * 37 % 2000)) for i in range(60)]
+    files += [("a" * 100, b"x"), ("ក.png", b"y" * 513), ("dir/" + "x" * 96 + ".png", b"z")]
+    ref = io.BytesIO()
+    offsets = []
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            offsets.append(tar.offset + tarfile.BLOCKSIZE)
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    shard = ShardTar(out)
+    assert [shard.add(name, data) for name, data in files] == offsets
+    shard.close()
+    assert out.getvalue() == ref.getvalue()

@@ -187,3 +187,15 @@ def test_lines_carry_punctuation_and_latin_at_realistic_rates() -> None:
     assert 0.1 < share["brackets or quotes"] < 0.6, share
     assert 0.1 < share["latin"] < 0.6, share
     assert share["space"] > 0.5, share
+
+
+def test_weighted_choice_draws_as_numpy_choice_does() -> None:
+    """Same index and same generator state afterwards as rng.choice(n, p=p): lines stay the same."""
+    from khmer_ocr.data.draws import WeightedChoice
+
+    for p in ([0.5, 0.35, 0.15], [1, 2, 3, 4, 5], [0.0, 1.0, 0.0], np.random.default_rng(1).random(23)):
+        draw = WeightedChoice(p)
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(2000):
+            assert draw(a) == int(b.choice(len(p), p=np.asarray(p, float) / np.sum(p)))
+        assert a.random() == b.random()

@@ -82,3 +82,31 @@ def test_png_encoder_round_trips_through_pillow() -> None:
         assert decoded.mode == "L" and np.array_equal(np.asarray(decoded), img)
     with pytest.raises(ValueError, match="2-D uint8"):
         encode_png(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_clusters_are_rasterized_as_getmask2_draws_them() -> None:
+    """The direct rasterizer (Pillow drawing into a numpy array) gives getmask2's ink and offsets."""
+    from PIL import Image
+
+    from khmer_ocr.data.render import _rasterize
+
+    for size in (18, 32):
+        font = load_font(KHMER_OS, size)
+        for text in ["ក", "ស្ត្រី", "ព្រះ", "៉", " ", "Wi-Fi", "១២៣", "«ក»"]:
+            ink, ox, oy = _rasterize(font, text)
+            core, offset = font.getmask2(text, mode="L")
+            ref = np.asarray(Image.Image()._new(core)) if core.size[0] and core.size[1] else None
+            assert (ox, oy) == offset
+            assert (ink.size == 0) if ref is None else np.array_equal(ink, ref)
+
+
+def test_baseline_wave_moves_columns_as_rolling_them_would() -> None:
+    from khmer_ocr.data.render import _shift_columns
+
+    rng = np.random.default_rng(0)
+    for amp in (1, 3, 7):
+        ink = rng.integers(0, 256, (20, 50)).astype(np.uint8)
+        canvas = np.pad(ink, ((amp + 1, amp + 2), (0, 0)))  # the padding render_mask guarantees
+        shift = rng.integers(-amp, amp + 1, canvas.shape[1])
+        rolled = np.stack([np.roll(canvas[:, c], s) for c, s in enumerate(shift)], axis=1)
+        assert np.array_equal(_shift_columns(canvas, shift), rolled)

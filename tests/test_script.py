@@ -108,3 +108,36 @@ def test_charset_file_with_wrong_version_is_refused(tmp_path) -> None:
     data["chars"] = data["chars"][:-1]
     with pytest.raises(ValueError, match="inconsistent"):
         Charset.from_dict(data)
+
+
+def _clusters_reference(text: str) -> list[str]:
+    """The character loop clusters() replaced by a regular expression."""
+    from khmer_ocr.script.inventory import COENG, CONSONANTS, INDEPENDENT_VOWELS, is_mark
+
+    out, i, n = [], 0, len(text)
+    while i < n:
+        j = i + 1
+        if text[i] in CONSONANTS or text[i] in INDEPENDENT_VOWELS or is_mark(text[i]):
+            while j < n:
+                if text[j] == COENG:
+                    bases = CONSONANTS + INDEPENDENT_VOWELS
+                    j += 2 if j + 1 < n and text[j + 1] in bases else 1
+                elif is_mark(text[j]):
+                    j += 1
+                else:
+                    break
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def test_clusters_split_any_text_as_the_character_loop_did() -> None:
+    import numpy as np
+
+    from khmer_ocr.script import clusters
+
+    alphabet = [chr(c) for c in range(0x1780, 0x1800)] + list("ab 1.\n\t") + ["\u200b", "\u25cc"]
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        text = "".join(alphabet[int(k)] for k in rng.integers(0, len(alphabet), int(rng.integers(0, 30))))
+        assert clusters(text) == _clusters_reference(text)

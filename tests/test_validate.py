@@ -10,6 +10,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -355,3 +356,23 @@ def test_font_balance_waits_for_enough_rows_per_font(tmp_path: Path) -> None:
     assert MIN_ROWS_PER_FONT * n > 400  # the premise: many fonts installed (make setup adds the packs)
     check = validate_dataset(out, progress=False).check("font_balance")
     assert check.success and "per font" in check.details
+
+
+def test_image_statistics_from_the_histogram_match_numpy() -> None:
+    from khmer_ocr.data.validation.images import gray_stats
+
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        h, w = int(rng.integers(1, 60)), int(rng.integers(1, 700))
+        if k % 3 == 0:
+            gray = rng.integers(0, 256, (h, w)).astype(np.uint8)
+        elif k % 3 == 1:
+            gray = np.clip(rng.normal(200, 20, (h, w)), 0, 255).astype(np.uint8)
+        else:
+            gray = np.full((h, w), int(rng.integers(256)), np.uint8)
+            gray[int(rng.integers(h)), int(rng.integers(w))] = 0
+        ref = gray.astype(np.float64)
+        p1, p99 = np.percentile(ref, [1, 99])
+        std, contrast = gray_stats(gray)
+        assert contrast == pytest.approx(p99 - p1, abs=1e-9)
+        assert std == pytest.approx(ref.std(), abs=1e-9)

@@ -76,7 +76,9 @@ def paper(rng: np.random.Generator, shape: tuple[int, int], level: float, textur
         return np.full(shape, level, np.float32)
     small = gaussian_noise(rng, (max(2, h // 12), max(2, w // 12)))
     mottle = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    bg = level + 0.035 * mottle + 0.012 * gaussian_noise(rng, shape)
+    bg = np.multiply(mottle, 0.035, out=mottle)  # in place, as below: level + 0.035 mottle + 0.012 noise
+    bg += level
+    bg += gaussian_noise(rng, shape) * 0.012
     for _ in range(int(rng.integers(0, 4))):  # fibres
         y = int(rng.integers(0, h))
         bg[y : y + 1, :] -= float(rng.uniform(0.02, 0.06))
@@ -123,18 +125,26 @@ def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> 
     textured, lit = rng.random() < lv.background_prob, rng.random() < lv.gradient_prob
     contrast, brightness = _uniform(rng, lv.contrast), _uniform(rng, lv.brightness)
     if textured or lit:
-        alpha = mask.astype(np.float32) * (1.0 / 255.0)
+        alpha = np.multiply(mask, np.float32(1.0 / 255.0), dtype=np.float32)
         bg = paper(rng, alpha.shape, level, textured)
-        img = bg + (ink - bg) * alpha
+        img = np.subtract(np.float32(ink), bg)  # in place from here on: bg + (ink - bg) * alpha
+        img *= alpha
+        img += bg
         if lit:
             img *= _gradient(rng, img.shape)
     else:  # flat paper: the whole composition is a function of the mask value, so a 256-entry table
         img = level + (ink - level) * np.linspace(0.0, 1.0, 256, dtype=np.float32)
     if contrast != 1.0 or brightness:
-        img = (img - 0.5) * contrast + 0.5 + brightness
-    out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        img -= 0.5  # (img - 0.5) * contrast + 0.5 + brightness
+        img *= contrast
+        img += 0.5
+        img += brightness
+    np.clip(img, 0.0, 1.0, out=img)
+    img *= 255.0
+    img += 0.5
+    out = img.astype(np.uint8)
     if not (textured or lit):
-        out = out[mask]
+        out = cv2.LUT(mask, out)
     if rng.random() < lv.blur_prob:
         out = cv2.GaussianBlur(out, (0, 0), _uniform(rng, lv.blur_sigma))
     if rng.random() < lv.motion_blur_prob:
@@ -145,8 +155,10 @@ def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> 
         small = cv2.resize(out, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < lv.noise_prob:
-        noisy = out.astype(np.float32) + _uniform(rng, lv.noise_std) * gaussian_noise(rng, out.shape)
-        out = np.clip(noisy, 0, 255).astype(np.uint8)
+        std = _uniform(rng, lv.noise_std)
+        noisy = gaussian_noise(rng, out.shape) * std  # in place: out + std * noise
+        noisy += out
+        out = np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
     if rng.random() < lv.jpeg_prob:
         quality = int(rng.integers(*lv.jpeg_quality))
         _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from khmer_ocr.data.config import DataConfig
+from khmer_ocr.data.draws import WeightedChoice
 from khmer_ocr.data.fonts import FontInfo, ShapingChecker, select_fonts
 from khmer_ocr.data.png import encode_png
 from khmer_ocr.data.render import LineRenderer
@@ -74,7 +75,7 @@ class SampleFactory:
         weights = np.asarray([cfg.difficulty[lv] for lv in levels], float)
         if weights.sum() <= 0:
             raise ValueError("difficulty mix gives no level a positive weight")
-        self._levels, self._level_p = levels, weights / weights.sum()
+        self._levels, self._level = levels, WeightedChoice(weights / weights.sum())
 
     def _text(self, rng: np.random.Generator, level: int) -> tuple[str, str, str]:
         """(text, source, split) of a line of the level, from the wanted splits when cfg.splits says."""
@@ -91,7 +92,7 @@ class SampleFactory:
         cfg.difficulty."""
         rng = np.random.default_rng([self.cfg.seed, index])
         if level is None:
-            level = int(self._levels[int(rng.choice(len(self._levels), p=self._level_p))])
+            level = int(self._levels[self._level(rng)])
         skipped = 0
         for _ in range(MAX_TEXT_TRIES):
             text, source, split = self._text(rng, level)

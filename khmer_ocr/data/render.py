@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFont
 
@@ -31,14 +32,36 @@ def _cluster_glyphs(font: ImageFont.FreeTypeFont, cluster: str) -> tuple[np.ndar
     if hit is None:
         if len(_CLUSTER_CACHE) >= _CLUSTER_CACHE_MAX:
             _CLUSTER_CACHE.clear()
-        core, (ox, oy) = font.getmask2(cluster, mode="L")
-        ink = (
-            np.asarray(Image.Image()._new(core))
-            if core.size[0] and core.size[1]
-            else np.zeros((0, 0), np.uint8)
-        )
+        ink, ox, oy = _rasterize(font, cluster)
         hit = _CLUSTER_CACHE[key] = (ink, ox, oy, font.getlength(cluster))
     return hit
+
+
+_DIRECT = True  # Pillow's renderer draws straight into a numpy array (False: this Pillow's API differs)
+
+
+def _rasterize(font: ImageFont.FreeTypeFont, text: str) -> tuple[np.ndarray, int, int]:
+    """(ink, x offset, y offset) of text, as font.getmask2(text, mode="L") draws it. Pillow's renderer is
+    handed a canvas that shares a numpy array's memory, which saves converting its image afterwards."""
+    global _DIRECT
+    if _DIRECT:
+        made: list[np.ndarray] = []
+
+        def canvas(width: int, height: int) -> object:
+            made.append(np.zeros((height, width), np.uint8))
+            if not (width and height):
+                return Image.core.fill("L", (width, height))
+            return Image.core.map_buffer(made[-1], (width, height), "raw", 0, ("L", 0, 1))
+
+        try:  # the arguments FreeTypeFont.getmask2 passes (Pillow >= 11)
+            _, (ox, oy) = font.font.render(text, canvas, "L", None, None, None, 0, False, None, 0, (0, 0))
+            return made[-1], ox, oy
+        except (TypeError, AttributeError, IndexError):
+            _DIRECT = False
+    core, (ox, oy) = font.getmask2(text, mode="L")
+    if not (core.size[0] and core.size[1]):
+        return np.zeros((0, 0), np.uint8), ox, oy
+    return np.asarray(Image.Image()._new(core)), ox, oy
 
 
 def line_ink(text: str, font: ImageFont.FreeTypeFont, line_box: bool = False) -> np.ndarray:
@@ -87,9 +110,17 @@ def render_mask(
         period = rng.uniform(1.5, 6.0) * h
         cols = np.arange(canvas.shape[1])
         shift = np.rint(amp * np.sin(2 * np.pi * cols / period + rng.uniform(0, 2 * np.pi))).astype(int)
-        rows = (np.arange(canvas.shape[0])[:, None] - shift[None, :]) % canvas.shape[0]
-        canvas = canvas[rows, cols[None, :]]
+        canvas = _shift_columns(canvas, shift)
     return canvas
+
+
+def _shift_columns(canvas: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Each column moved down by its shift (up when negative), rows that come in being 0: the same as
+    rolling each column, since at least |shift| + 1 blank rows pad the ink above and below."""
+    rows, cols = canvas.shape
+    map_x = np.broadcast_to(np.arange(cols, dtype=np.float32), (rows, cols))
+    map_y = np.arange(rows, dtype=np.float32)[:, None] - shift.astype(np.float32)[None, :]
+    return cv2.remap(canvas, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 class LineRenderer:

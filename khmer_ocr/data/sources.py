@@ -20,6 +20,7 @@ from functools import cache
 import numpy as np
 
 from khmer_ocr.data.config import TextConfig
+from khmer_ocr.data.draws import WeightedChoice
 from khmer_ocr.data.text_tables import TextSourceError, WordModel, cldr_tables, place_names
 from khmer_ocr.script import clusters, default_charset, normalize
 from khmer_ocr.script import inventory as inv
@@ -63,6 +64,8 @@ _VOWELS = [
 ]
 _VOWEL_WEIGHTS = np.array([8, 10, 4, 4, 2, 1, 4, 3, 3, 2, 1, 2, 4, 3, 2, 3, 2, 2, 2, 2, 1, 1, 1], dtype=float)
 _VOWEL_WEIGHTS /= _VOWEL_WEIGHTS.sum()
+_VOWEL = WeightedChoice(_VOWEL_WEIGHTS)
+_SYLLABLES_PER_WORD = WeightedChoice([0.5, 0.35, 0.15])  # 1, 2 or 3
 _CODAS = "កងចញតនបមយលវស"
 _ALL_CONS = inv.CONSONANTS.replace("\u179d", "").replace("\u179e", "")  # without the obsolete SSA letters
 
@@ -78,7 +81,7 @@ def syllable(rng: np.random.Generator) -> str:
             onset += inv.COENG + "រ"
     if rng.random() < 0.04 and onset[0] in "សហបអងញមយរវ":
         onset += "៉" if onset[0] in "សហបអ" else "៊"
-    vowel = _VOWELS[int(rng.choice(len(_VOWELS), p=_VOWEL_WEIGHTS))]
+    vowel = _VOWELS[_VOWEL(rng)]
     coda = ""
     if vowel in ("", "ា", "ិ", "ី", "ុ", "ូ", "ួ", "េ", "ើ", "ៀ", "ោ") and rng.random() < 0.45:
         coda = _pick(rng, _CODAS) + ("់" if rng.random() < 0.15 else "")
@@ -87,7 +90,7 @@ def syllable(rng: np.random.Generator) -> str:
 
 def syllable_word(rng: np.random.Generator) -> str:
     """A made-up word of one to three syllables (the model learns shapes, not meanings)."""
-    return normalize("".join(syllable(rng) for _ in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])))))
+    return normalize("".join(syllable(rng) for _ in range(1 + _SYLLABLES_PER_WORD(rng))))
 
 
 # ---------------------------------------------------------------------------------------------- word model
@@ -282,6 +285,7 @@ class LineComposer:
         self.names = sorted(weights)
         p = np.asarray([weights[n] for n in self.names], dtype=float)
         self.p = p / p.sum()
+        self._source = WeightedChoice(self.p)
         self.words = WordModel.load() if "words" in weights else None
         self.corpus = _corpus_lines(tuple(cfg.corpus_files)) if "corpus" in weights else ()
 
@@ -314,15 +318,11 @@ class LineComposer:
         """A normalized line with length[0] <= len <= length[1] characters, and its main source."""
         lo, hi = length
         target = int(rng.integers(lo, hi + 1))
-        main = self.names[int(rng.choice(len(self.names), p=self.p))]
+        main = self.names[self._source(rng)]
         parts: list[str] = []
         size = 0
         while size < target:
-            name = (
-                main
-                if not parts or rng.random() < 0.7
-                else self.names[int(rng.choice(len(self.names), p=self.p))]
-            )
+            name = main if not parts or rng.random() < 0.7 else self.names[self._source(rng)]
             seg = (
                 latin_word(rng)
                 if rng.random() < self.cfg.latin_prob

@@ -9,12 +9,10 @@ unfinished shard and a re-run never duplicates a sample.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing as mp
 import os
 import signal
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from khmer_ocr.data.format import (
 )
 from khmer_ocr.data.generate import SampleFactory, generator_identity
 from khmer_ocr.data.sink import DatasetSink
+from khmer_ocr.data.tarshard import ShardTar
 from khmer_ocr.script import default_charset
 
 if TYPE_CHECKING:
@@ -74,14 +73,12 @@ def render_shard(
     """Render one shard into a local tar file; returns (k, its path, its records with offsets)."""
     tmp = Path(tmp_dir) / f"shard-{k:05d}.tar.{os.getpid()}"
     records = []
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with open(tmp, "wb") as f:
+        tar = ShardTar(f)
         for i in indices:
             s = factory.make(i)
             png = s.png(compress)
-            info = tarfile.TarInfo(f"{s.id}.png")
-            info.size, info.mtime, info.mode = len(png), 0, 0o644
-            offset = tar.offset + tarfile.BLOCKSIZE  # data follows its 512-byte header
-            tar.addfile(info, io.BytesIO(png))
+            offset = tar.add(f"{s.id}.png", png)  # data follows its 512-byte header
             records.append(
                 {
                     "id": s.id,
@@ -101,6 +98,7 @@ def render_shard(
                     **(s.extra_fields() if hasattr(s, "extra_fields") else {}),  # a page's style and lines
                 }
             )
+        tar.close()
     return k, str(tmp), records
 
 

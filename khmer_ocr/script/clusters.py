@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
-from khmer_ocr.script.inventory import COENG, CONSONANTS, INDEPENDENT_VOWELS, is_mark
+import re
+
+from khmer_ocr.script.inventory import (
+    COENG,
+    CONSONANTS,
+    DEPENDENT_VOWELS,
+    INDEPENDENT_VOWELS,
+    SHIFTERS,
+    SIGNS,
+    is_mark,
+)
+
+
+def _cluster_pattern() -> re.Pattern[str]:
+    """A base (consonant, independent vowel, or a mark with no base) and what attaches to it: COENG with the
+    consonant or independent vowel it subscripts, a COENG alone, or a mark; any other character alone."""
+
+    def cls(chars: str) -> str:
+        return "[" + "".join(re.escape(c) for c in sorted(set(chars))) + "]"
+
+    marks = cls(COENG + DEPENDENT_VOWELS + SHIFTERS + SIGNS)
+    bases = cls(CONSONANTS + INDEPENDENT_VOWELS)
+    coeng = re.escape(COENG)
+    return re.compile(f"(?:{bases}|{marks})(?:{coeng}{bases}|{marks})*|.", re.DOTALL)
+
+
+_CLUSTER = _cluster_pattern()
 
 
 def clusters(text: str) -> list[str]:
@@ -13,33 +39,12 @@ def clusters(text: str) -> list[str]:
     no base before it starts a cluster of its own, so that invalid text still round-trips:
     ''.join(clusters(t)) == t for every t.
     """
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        j = i + 1
-        if text[i] in CONSONANTS or text[i] in INDEPENDENT_VOWELS or is_mark(text[i]):
-            while j < n:
-                if text[j] == COENG:
-                    # COENG takes the next consonant (or independent vowel) with it as a subscript.
-                    j += (
-                        2
-                        if j + 1 < n and (text[j + 1] in CONSONANTS or text[j + 1] in INDEPENDENT_VOWELS)
-                        else 1
-                    )
-                elif is_mark(text[j]):
-                    j += 1
-                else:
-                    break
-        out.append(text[i:j])
-        i = j
-    return out
+    return _CLUSTER.findall(text)
 
 
 def invalid_clusters(text: str) -> list[str]:
     """Clusters that are not well-formed Khmer: a mark with no base, a COENG with nothing to subscript,
     more than one dependent vowel, or more than two subscripts."""
-    from khmer_ocr.script.inventory import DEPENDENT_VOWELS
-
     bad = []
     for c in clusters(text):
         if is_mark(c[0]):

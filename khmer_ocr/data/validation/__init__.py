@@ -74,9 +74,10 @@ __all__ = [
 
 
 def validate_dataset(
-    uri: str | Path, report_dir: str | Path | None = None, progress: bool = True
+    uri: str | Path, report_dir: str | Path | None = None, progress: bool = True, workers: int = 0
 ) -> ValidationReport:
-    """Validate the dataset at uri (a folder or s3:// prefix); write validation.json/.html to report_dir."""
+    """Validate the dataset at uri (a folder or s3:// prefix); write validation.json/.html to report_dir.
+    Images are measured by `workers` processes (0: one per CPU core)."""
     start = time.perf_counter()
     uri = str(uri)
     ds = Dataset(uri, check_shards=False)  # raises DatasetError without a manifest; shard_path checks shards
@@ -87,7 +88,7 @@ def validate_dataset(
     except (storage.StorageError, ValueError) as exc:
         card_error = f"unreadable ({exc})"
     records = ds.records
-    images = image_stats(ds, records, progress)
+    images = image_stats(ds, records, progress, workers)
     df = rows_frame(records, images, None if storage.is_s3(uri) else Path(uri).resolve(), rules.kind)
     read_s = time.perf_counter() - start
 
