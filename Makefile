@@ -1,10 +1,13 @@
 # khmer-ocr: `make run` runs the main job (the local platform end to end), `make test` runs the tests.
-# Both set up what is missing first; `make stop` stops what `make run` started.
+# Both set up what is missing first; `make stop` stops what `make run` (and `make run-distributed`) started.
+# `make run-distributed`: the same platform in the production topology of docker-compose.yml (PostgreSQL, Redis,
+# S3, Airflow on Celery workers) as local processes (docs/production.md).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STATE ?= .khmer-ocr
+DIST_STATE ?= .khmer-ocr-distributed
 # This machine keeps a CPU build of torch 2.13.0 on disk: pin it so pip takes that file, not a multi-GB CUDA
 # build. Elsewhere pip picks the build the platform offers.
 TORCH_PIN := $(if $(wildcard /opt/wheels/torch-2.13.0*.whl),-c requirements/torch-local.txt,)
@@ -12,7 +15,7 @@ PIP := $(BIN)/python -m pip install -q -c requirements/constraints.txt $(TORCH_P
 QUIET_PIP := 2>&1 | { grep -v -E "is ignored: it is neither|BuildBackendWarning|^ *return|^ *!!|\*{8}|Please be careful|name as your package|with strategy|^ *$$" || true; }
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv fonts run stop test lint bench clean
+.PHONY: setup system venv fonts run run-distributed stop test lint bench clean
 
 setup: system venv fonts
 
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/torch-local.t
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (versions pinned by requirements/constraints.txt)"
 	@set -o pipefail; $(PIP) "torch>=2.4" $(QUIET_PIP)
-	@set -o pipefail; $(PIP) -e ".[serve,airflow,dev]" $(QUIET_PIP)
+	@set -o pipefail; $(PIP) -e ".[serve,airflow,distributed,dev]" $(QUIET_PIP)
 	@touch $(STAMP)
 
 # Google's Khmer font families (OFL) from the npm registry's Fontsource packages: more training fonts.
@@ -35,8 +38,12 @@ fonts: venv
 run: setup
 	@$(BIN)/khmer-ocr platform run --state $(STATE)
 
+run-distributed: setup
+	@$(BIN)/khmer-ocr platform run --distributed --state $(DIST_STATE)
+
 stop:
 	@test -x $(BIN)/khmer-ocr && $(BIN)/khmer-ocr platform down --state $(STATE) || true
+	@test -x $(BIN)/khmer-ocr && $(BIN)/khmer-ocr platform down --distributed --state $(DIST_STATE) || true
 
 test: setup lint
 	@$(BIN)/python -m pytest -q tests
@@ -58,4 +65,4 @@ bench: setup
 	@$(BIN)/python bench/pages.py
 
 clean:
-	rm -rf $(STATE)
+	rm -rf $(STATE) $(DIST_STATE)

@@ -1,11 +1,12 @@
 """
 ### khmer_ocr_demo: the whole platform, end to end, in a few minutes on a CPU
 
-`data` (the demo dataset) -> `validate` (Great Expectations) -> `train` (`production_fast`, demo profile,
-fine-tuned from the committed reference model: well under a minute on 2 cores) -> `evaluate` (test splits,
-gate set **gates**, and the **eval_pages** synthetic pages of `page_data` read whole: page CER and line
-finding beside the line metrics, not gated; all attached to the MLflow run) -> `register` (a new version
-of `khmer-ocr`, alias `candidate`) -> `auto_approve` (recorded in MLflow as approved_by=auto_approve: **for
+`data` (the demo dataset; `$KHMER_OCR_DATASETS/demo` when set, e.g. on S3) -> `validate` (Great
+Expectations) -> `train` (`production_fast`, demo profile, fine-tuned from the committed reference model:
+well under a minute on 2 cores; on the `gpu` queue, the default pool) -> `evaluate` (test splits, gate set
+**gates**, and the **eval_pages** synthetic pages of `page_data` read whole: page CER and line finding
+beside the line metrics, not gated; all attached to the MLflow run) -> `register` (a new version of
+`khmer-ocr`, alias `candidate`) -> `auto_approve` (recorded in MLflow as approved_by=auto_approve: **for
 the local demo only**) -> `wait_for_approval` (the same deferrable approval step as `khmer_ocr_promotion`;
 already approved, it goes straight on) -> `promote` (alias `champion`) -> `deploy` (TorchServe: archive,
 smoke test, switch).
@@ -23,6 +24,7 @@ from airflow.sdk import Param, task
 from khmer_ocr_airflow.operators import ModelApprovalOperator
 from khmer_ocr_airflow.settings import (
     DEPLOY_QUEUE,
+    GPU_QUEUE,
     INFRA,
     NO_RETRY,
     TRAINING,
@@ -70,11 +72,11 @@ REFERENCE = "reference"
 def khmer_ocr_demo():
     @task(execution_timeout=timedelta(minutes=30), **INFRA)
     def data(params=None) -> str:
-        from khmer_ocr_airflow.paths import state_dir
+        from khmer_ocr_airflow.paths import dataset_location
         from khmer_ocr_airflow.tasks import data_config, generate
 
         cfg = data_config(params["data_profile"], num_samples=params["num_samples"])
-        return generate(cfg, state_dir() / "datasets" / cfg.name)
+        return generate(cfg, dataset_location(cfg.name))
 
     @task(execution_timeout=timedelta(minutes=30), **NO_RETRY)
     def validate(dataset: str, ti=None) -> str:
@@ -82,7 +84,7 @@ def khmer_ocr_demo():
 
         return run_validation(dataset, ti)["uri"]
 
-    @task(execution_timeout=timedelta(hours=1), **TRAINING)
+    @task(queue=GPU_QUEUE, execution_timeout=timedelta(hours=1), **TRAINING)
     def train(dataset: str, params=None, run_id=None) -> dict:
         from khmer_ocr_airflow.paths import run_folder
         from khmer_ocr_airflow.tasks import train as run_training

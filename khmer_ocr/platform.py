@@ -3,7 +3,8 @@
 REST API. No Docker: SQLite, local files, local processes. (Airflow runs as a process; this module never
 imports it.) Airflow's DAG files and plugins are the dags/ and plugins/ folders of a checkout of the
 repository: the `checkout` argument, else the working directory (`make run` runs from the repository root);
-the library does not assume where it is installed.
+the library does not assume where it is installed. khmer_ocr/distributed/ runs the same platform in the
+production topology (`make run-distributed`: PostgreSQL, Redis, S3, Celery workers).
 
 State folder (default .khmer-ocr/, mode 0700: it holds the Airflow admin password and Airflow's secret keys;
 secret files are 0600, and Airflow runs with umask 077):
@@ -82,6 +83,8 @@ def _get(url: str, headers: dict | None = None) -> Response:
 class LocalPlatform:
     """`LocalPlatform(".khmer-ocr").up()`, `.run_demo()`, `.down()`; every step is safe to repeat."""
 
+    services: tuple[str, ...] = ("airflow", "mlflow")  # what down() stops by PID file, in this order
+
     def __init__(
         self,
         state: str | Path = ".khmer-ocr",
@@ -94,6 +97,7 @@ class LocalPlatform:
         self.bin = Path(sys.executable).parent
         self.airflow_home = self.state / "airflow"
         self.model_store = self.state / "torchserve" / "model-store"
+        self.pools = POOLS
 
     # ------------------------------------------------------------------------------------------ urls
     @property
@@ -137,14 +141,18 @@ class LocalPlatform:
     def _pid(self, name: str) -> int | None:
         return running_pid(self.state / "pids" / f"{name}.pid")
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None, user: str | None = None
+    ) -> None:
+        """Start cmd in its own process group (as user, if given), logging to logs/NAME.log, its PID in
+        pids/NAME.pid."""
         self.secure_state()
         (self.state / "pids").mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(parents=True, exist_ok=True)
         with open(self.state / "logs" / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=cwd or self.state, start_new_session=True, umask=0o077,
+                cwd=cwd or self.state, start_new_session=True, umask=0o077, user=user,
             )  # fmt: skip
         (self.state / "pids" / f"{name}.pid").write_text(str(proc.pid))
 
@@ -266,7 +274,7 @@ class LocalPlatform:
     def ensure_pools(self) -> None:
         """Create the pools the DAGs use, keeping the slots of any that exist."""
         auth = self._auth()
-        for name, (slots, description) in POOLS.items():
+        for name, (slots, description) in self.pools.items():
             pool = {"name": name, "slots": slots, "description": description}
             r = send_json("POST", f"{self.urls['airflow']}/api/v2/pools", pool, auth)
             if r.status not in (200, 201, 409):
@@ -280,15 +288,19 @@ class LocalPlatform:
         self.start_airflow()
         self.ensure_pools()
 
+    def _stop(self, name: str, pid: int) -> None:
+        """Stop one service's process group."""
+        stop_group(pid)
+
     def down(self) -> list[str]:
         """Stop every service this state folder started (SIGTERM to its process group, SIGKILL after 30 s)."""
         from khmer_ocr.torchserve.server import TorchServeProcess
 
         stopped = []
-        for name in ("airflow", "mlflow"):
+        for name in self.services:
             pid = self._pid(name)
             if pid is not None:
-                stop_group(pid)
+                self._stop(name, pid)
                 stopped.append(name)
             (self.state / "pids" / f"{name}.pid").unlink(missing_ok=True)
         server = TorchServeProcess(self.state / "torchserve")
@@ -316,10 +328,10 @@ class LocalPlatform:
             raise PlatformError(f"Airflow login failed ({r.status}): {r.body}")
         return {"Authorization": f"Bearer {r.body['access_token']}"}
 
-    def run_demo(self, conf: dict | None = None, timeout_s: float = 1800, progress=print) -> dict:
-        """Unpause and trigger the demo DAG, wait for its run; returns the final dag run (state success)."""
+    def trigger_demo(self, conf: dict | None = None, auth: dict[str, str] | None = None) -> str:
+        """Unpause and trigger the demo DAG; returns the run's id."""
         api = f"{self.urls['airflow']}/api/v2/dags/{DEMO_DAG}"
-        auth = self._auth()
+        auth = auth or self._auth()
         deadline = time.monotonic() + 120
         while (r := send_json("PATCH", api, {"is_paused": False}, auth)).status != 200:
             if time.monotonic() > deadline:  # the DAG processor may not have parsed the DAG yet
@@ -328,16 +340,28 @@ class LocalPlatform:
         r = send_json("POST", f"{api}/dagRuns", {"logical_date": None, "conf": conf or {}}, auth)
         if r.status not in (200, 201):
             raise PlatformError(f"cannot trigger {DEMO_DAG} ({r.status}): {r.body}")
-        run_id, seen = r.body["dag_run_id"], set()
-        progress(f"triggered {DEMO_DAG} run {run_id}")
+        return r.body["dag_run_id"]
+
+    def task_instances(self, run_id: str, auth: dict[str, str]) -> list[dict]:
+        """The demo run's task instances as Airflow's REST API gives them (state, hostname, queue, ...)."""
+        tasks = _get(f"{self.urls['airflow']}/api/v2/dags/{DEMO_DAG}/dagRuns/{run_id}/taskInstances", auth)
+        return tasks.body.get("task_instances", []) if isinstance(tasks.body, dict) else []
+
+    def task_line(self, ti: dict) -> str:
+        """One progress line for a finished task instance."""
+        return f"  {ti['task_id']}: {ti['state']}"
+
+    def follow_run(self, run_id: str, auth: dict[str, str], timeout_s: float = 1800, progress=print) -> dict:
+        """Wait for a demo run, printing each task as it finishes; returns the run (state success)."""
+        api = f"{self.urls['airflow']}/api/v2/dags/{DEMO_DAG}"
+        seen: set = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            tasks = _get(f"{api}/dagRuns/{run_id}/taskInstances", auth).body
-            for ti in tasks.get("task_instances", []) if isinstance(tasks, dict) else []:
+            for ti in self.task_instances(run_id, auth):
                 key = (ti["task_id"], ti.get("map_index", -1), ti["state"])
                 if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in seen:
                     seen.add(key)
-                    progress(f"  {ti['task_id']}: {ti['state']}")
+                    progress(self.task_line(ti))
             run = _get(f"{api}/dagRuns/{run_id}", auth).body
             state = run.get("state") if isinstance(run, dict) else None
             if state == "success":
@@ -349,6 +373,13 @@ class LocalPlatform:
                 )
             time.sleep(5)
         raise PlatformError(f"{DEMO_DAG} run {run_id} did not finish within {timeout_s:.0f} s")
+
+    def run_demo(self, conf: dict | None = None, timeout_s: float = 1800, progress=print) -> dict:
+        """Unpause and trigger the demo DAG, wait for its run; returns the final dag run (state success)."""
+        auth = self._auth()
+        run_id = self.trigger_demo(conf, auth)
+        progress(f"triggered {DEMO_DAG} run {run_id}")
+        return self.follow_run(run_id, auth, timeout_s, progress)
 
     def ocr(self, image: bytes) -> dict:
         """Read one line image through the REST endpoint."""

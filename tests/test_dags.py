@@ -227,8 +227,11 @@ def test_training_runs_on_the_gpu_pool_and_phase3_1_is_mapped(dagbag) -> None:
     assert shards.is_mapped and shards.pool == "datagen"
     deploy = dagbag.get_dag("khmer_ocr_deploy")
     assert deploy.get_task("deploy").pool == deploy.get_task("rollback").pool == "torchserve"
-    # `make run` starts Airflow with no pools of its own: the demo uses the default pool only
-    assert {t.pool for t in dagbag.get_dag("khmer_ocr_demo").tasks} == {"default_pool"}
+    # the demo runs wherever Airflow has no pools of its own (default pool only); its training goes to the gpu
+    # queue like every training (`make run-distributed`: the gpu worker; LocalExecutor ignores queues)
+    demo = dagbag.get_dag("khmer_ocr_demo")
+    assert {t.pool for t in demo.tasks} == {"default_pool"}
+    assert demo.get_task("train").queue == "gpu" and demo.get_task("train").retries == 1
 
 
 def test_form_choices_match_the_library(dagbag) -> None:

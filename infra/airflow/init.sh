@@ -16,11 +16,12 @@ airflow users create --role Admin \
   --email "${AIRFLOW_ADMIN_EMAIL:-admin@example.org}" --firstname Admin --lastname khmer-ocr
 
 echo "airflow-init: pools"
+# Slots from infra/airflow/airflow.env (the services' env_file; `make run-distributed` reads the same file).
 # gpu: one slot per GPU worker (training tasks: queue "gpu", pool "gpu").
-airflow pools set gpu "${AIRFLOW_GPU_POOL_SLOTS:-1}" "GPU training runs: one per GPU worker"
+airflow pools set gpu "${KHMER_OCR_POOL_GPU:?from infra/airflow/airflow.env}" "training runs: one per GPU worker"
 # datagen: mapped data-generation shards running at once across all CPU workers.
-airflow pools set datagen "${AIRFLOW_DATAGEN_POOL_SLOTS:-8}" "data generation shards (dynamic task mapping)"
+airflow pools set datagen "${KHMER_OCR_POOL_DATAGEN:?from infra/airflow/airflow.env}" "data generation shards running at once"
 # torchserve: one deployment at a time (register, smoke test, switch default, unregister the old version).
-airflow pools set torchserve 1 "TorchServe deployments, one at a time"
+airflow pools set torchserve "${KHMER_OCR_POOL_TORCHSERVE:?from infra/airflow/airflow.env}" "TorchServe deployments, one at a time"
 
 airflow version

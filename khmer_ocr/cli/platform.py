@@ -18,7 +18,16 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         "STATE/pids.",
     )
     p.add_argument("action", choices=["run", "up", "down", "status"])
-    p.add_argument("--state", default=".khmer-ocr", help="state folder (default: .khmer-ocr)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="the production topology of docker-compose.yml as local processes (`make run-distributed`): "
+        "PostgreSQL, Redis, S3 (SeaweedFS), MLflow on PostgreSQL and S3, Airflow on the CeleryExecutor with "
+        "the workers and queues of infra/airflow/airflow.env, TorchServe",
+    )
+    p.add_argument(
+        "--state", help="state folder (default: .khmer-ocr; with --distributed: .khmer-ocr-distributed)"
+    )
     p.add_argument(
         "--checkout", default=".", help="the repository checkout whose dags/ and plugins/ Airflow runs"
     )
@@ -26,19 +35,34 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
 
 
 def _platform(args: argparse.Namespace) -> int:
-    from khmer_ocr.platform import LocalPlatform
+    if args.distributed:
+        from khmer_ocr.distributed.platform import DistributedPlatform
 
-    platform = LocalPlatform(args.state, checkout=args.checkout)
+        platform = DistributedPlatform(args.state or ".khmer-ocr-distributed", checkout=args.checkout)
+    else:
+        from khmer_ocr.platform import LocalPlatform
+
+        platform = LocalPlatform(args.state or ".khmer-ocr", checkout=args.checkout)
     if args.action == "down":
         stopped = platform.down()
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0
     if args.action == "status":
         for name, ok in platform.status().items():
-            print(f"{name:<11} {'up' if ok else 'down'}")
+            print(f"{name:<19} {'up' if ok else 'down'}")
         return 0
-    print("starting MLflow, TorchServe and Airflow (first start: about a minute)", flush=True)
+    what = (
+        "PostgreSQL, Redis, S3, MLflow, TorchServe and Airflow"
+        if args.distributed
+        else ("MLflow, TorchServe and Airflow")
+    )
+    print(f"starting {what} (first start: about a minute)", flush=True)
     platform.up()
+    if args.distributed:
+        workers = ", ".join(
+            f"{w.name} ({','.join(w.queues)}; {w.concurrency})" for w in platform.topology.workers
+        )
+        print(f"executor: {platform.topology.executor}; workers (queues; concurrency): {workers}", flush=True)
     if args.action == "run":
         platform.run_demo(progress=lambda line: print(line, flush=True))
     _print_urls(platform)
@@ -65,3 +89,5 @@ def _print_urls(platform) -> None:
     print(f"  MLflow      {urls['mlflow']}  (model khmer-ocr: aliases candidate, champion, previous)")
     print(f"  REST OCR    {urls['torchserve']}/predictions/khmer-ocr  (POST an image)")
     print(f"  metrics     {urls['metrics']}")
+    if "s3" in urls:
+        print(f"  S3          {urls['s3']}  (buckets khmer-ocr-data, khmer-ocr-mlflow; keys: secrets.json)")

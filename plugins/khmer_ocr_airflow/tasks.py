@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from khmer_ocr.names import MODEL_NAME
 from khmer_ocr_airflow.hooks import MlflowRegistryHook, TorchServeHook
+from khmer_ocr_airflow.workers import child_processes
 
 
 @contextmanager
@@ -73,10 +74,10 @@ def data_config(profile: str, overrides: list[str] | None = None, num_samples: i
 
 
 def generate(cfg: Any, out: str | Path) -> str:
-    """khmer_ocr.data.writer.generate_dataset (one process); returns the dataset's location."""
+    """khmer_ocr.data.writer.generate_dataset (a process per core); returns the dataset's location."""
     from khmer_ocr.data.writer import generate_dataset
 
-    with fail_fast():
+    with fail_fast(), child_processes():
         result = generate_dataset(cfg, out, progress=False)
     print(f"dataset {result.version}: {result.num_samples} lines at {out} ({result.generated} rendered)")
     return str(out)
@@ -109,15 +110,16 @@ def validate(uri: str, ti: Any = None) -> dict[str, Any]:
 
 def page_data(num_pages: int) -> str | None:
     """A small page dataset for the evaluations to read pages of: num_pages synthetic pages (the pages
-    profile, test texts only), generated once into the state folder (the same config gives the same
-    bytes: a rerun finds it done) and validated; None when num_pages is 0 (page evaluation off)."""
+    profile, test texts only), generated once where new datasets go (paths.dataset_location: the state
+    folder, or S3 for several machines; the same config gives the same bytes: a rerun finds it done) and
+    validated; None when num_pages is 0 (page evaluation off)."""
     if not num_pages or num_pages <= 0:
         print("eval_pages is 0: no page evaluation")
         return None
-    from khmer_ocr_airflow.paths import state_dir
+    from khmer_ocr_airflow.paths import dataset_location
 
     cfg = data_config("pages", ["splits=[test]"], num_samples=num_pages)
-    uri = generate(cfg, state_dir() / "datasets" / f"{cfg.name}-eval-{cfg.num_samples}")
+    uri = generate(cfg, dataset_location(f"{cfg.name}-eval-{cfg.num_samples}"))
     return validate(uri)["uri"]
 
 
@@ -139,7 +141,7 @@ def train(
     MLflow; a plain dict for XCom, with the dataset it trained on as `data`."""
     from khmer_ocr.training.phases import train_config
 
-    with fail_fast():
+    with fail_fast(), child_processes():
         run = train_config(
             config, data, out, params["profile"] or None, list(params["overrides"] or []), init_from or None,
             progress=False, tracking_uri=tracking_uri(),
