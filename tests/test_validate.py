@@ -376,3 +376,19 @@ def test_image_statistics_from_the_histogram_match_numpy() -> None:
         std, contrast = gray_stats(gray)
         assert contrast == pytest.approx(p99 - p1, abs=1e-9)
         assert std == pytest.approx(ref.std(), abs=1e-9)
+
+
+@pytest.mark.timeout(180)
+def test_validation_and_generation_pools_end_under_a_sigterm_handler(dataset: Path, tmp_path: Path) -> None:
+    """An Airflow task installs a SIGTERM handler; forked pool workers inherited it and swallowed the SIGTERM
+    of Pool.terminate, so validating inside a DAG task hung for ever (seen in `dag.test`)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        assert validate_dataset(dataset, progress=False, workers=2).success
+        out = tmp_path / "gen"
+        cfg = DataConfig(name="sig", num_samples=120, shard_size=40)
+        assert generate_dataset(cfg, out, workers=2, progress=False).num_samples == 120
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -8,11 +8,10 @@ unfinished shard and a re-run never duplicates a sample.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from khmer_ocr.data.format import (
 from khmer_ocr.data.generate import SampleFactory, generator_identity
 from khmer_ocr.data.sink import DatasetSink
 from khmer_ocr.data.tarshard import ShardTar
+from khmer_ocr.processes import forking, worker_pool
 from khmer_ocr.script import default_charset
 
 if TYPE_CHECKING:
@@ -110,7 +110,6 @@ _worker_factory: Factory | None = None
 def _init_worker(cfg_dict: dict, factory: Factory | None) -> None:
     """Pool initializer: a forked worker gets the parent's factory, a spawned one builds its own."""
     global _worker_factory
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _worker_factory = factory or make_factory(from_dict(DataConfig, cfg_dict))
 
 
@@ -189,29 +188,19 @@ def generate_dataset(
         disable=not progress,
         smoothing=0.05,
     )
-    pool = None
     try:
-        if workers == 1 or len(todo) <= 1:
-            results = (render_shard(factory, *task) for task in todo)
-        else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            inherited = factory if method == "fork" else None  # forked: not pickled, shared as it is
-            pool = mp.get_context(method).Pool(
-                workers, initializer=_init_worker, initargs=(to_dict(cfg), inherited)
-            )
-            results = pool.imap_unordered(_render_in_worker, todo)
-        for k, tmp, records in results:
-            _commit_shard(sink, k, tmp, records)
-            done[k] = records
-            generated += len(records)
-            bar.update(len(records))
-        if pool is not None:
-            pool.close()
-            pool.join()
-    except BaseException:
-        if pool is not None:  # interrupted: stop the workers; finished shards stay, a re-run resumes
-            pool.terminate()
-        raise
+        with contextlib.ExitStack() as stack:
+            if workers == 1 or len(todo) <= 1:
+                results = (render_shard(factory, *task) for task in todo)
+            else:  # forked workers share the parent's factory as it is; spawned ones build their own
+                inherited = factory if forking() else None
+                pool = stack.enter_context(worker_pool(workers, _init_worker, (to_dict(cfg), inherited)))
+                results = pool.imap_unordered(_render_in_worker, todo)
+            for k, tmp, records in results:  # interrupted: the pool stops; finished shards stay (resume)
+                _commit_shard(sink, k, tmp, records)
+                done[k] = records
+                generated += len(records)
+                bar.update(len(records))
     finally:
         bar.close()
     version, card, n = _finalize(cfg, sink, done, factory)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing as mp
 import os
 from collections import deque
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from khmer_ocr import storage
 from khmer_ocr.data.format import shard_problem
 from khmer_ocr.data.reader import Dataset, decode_gray
+from khmer_ocr.processes import worker_pool
 
 # Per-image columns; None where unknown (no bytes to check, or nothing decoded), which GX counts as missing.
 IMAGE_COLUMNS = (
@@ -58,8 +58,7 @@ def image_stats(ds: Dataset, records: list[dict], progress: bool, workers: int =
                     stats[i] = _one_image(records[i], data)
                 bar.update(len(rows))
             return stats
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             pending: deque = deque()  # a few shards in flight: memory stays bounded on large datasets
 
             def collect() -> None:
