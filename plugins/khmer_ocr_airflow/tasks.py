@@ -93,7 +93,7 @@ def validate(uri: str, ti: Any = None) -> dict[str, Any]:
     from khmer_ocr import storage
     from khmer_ocr.data.validation import REPORT_HTML, validate_dataset
 
-    with fail_fast():
+    with fail_fast(), child_processes():  # images are measured by a process per core
         report = validate_dataset(uri, report_dir=uri, progress=False)
     html = storage.join(uri, REPORT_HTML)
     print(report.summary())
