@@ -8,15 +8,15 @@ that also read pages (`evaluate(..., page_data=...)`) keeps it under `pages`.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from khmer_ocr.evaluation.json_report import JsonReport
 from khmer_ocr.evaluation.metrics import measure_latency, one_thread
 from khmer_ocr.version import LINE_FINDER_VERSION
 
@@ -70,7 +70,7 @@ def load_pages(
 
 
 @dataclass
-class PageReport:
+class PageReport(JsonReport):
     model: str
     dataset: str
     dataset_version: str | None
@@ -133,20 +133,6 @@ class PageReport:
                 f"| {m['line_precision']:.2%} | {cer} | {ms} |"
             )
         return "\n".join(rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PageReport:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        return path
 
 
 def evaluate_pages(

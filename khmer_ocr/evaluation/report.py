@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from khmer_ocr.evaluation.gates import GateConfig, all_passed, evaluate_gates, format_gate
+from khmer_ocr.evaluation.json_report import JsonReport
 from khmer_ocr.evaluation.metrics import error_analysis, score, score_by_level
 from khmer_ocr.evaluation.pages import PageReport
 from khmer_ocr.version import LINE_FINDER_VERSION
 
 
 @dataclass
-class EvaluationReport:
+class EvaluationReport(JsonReport):
     model: str
     dataset: str
     dataset_version: str | None
@@ -45,20 +46,6 @@ class EvaluationReport:
         """The line finder the model reads pages with: the one its page evaluation ran, else this code's."""
         pages = self.page_report
         return pages.line_finder_version if pages is not None else LINE_FINDER_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        return path
 
     @classmethod
     def read(cls, path: str | Path) -> EvaluationReport:
