@@ -1,6 +1,7 @@
 """Benchmark: generation (text + shaping check + render + augment + PNG encode + shard write) and validation.
 
-Prints, for generation alone (the Python API, 1 and N worker processes) and for the CLI (`khmer-ocr generate
+Prints, for generation alone (the Python API, 1 and N worker processes; as a first run on the machine and with
+the glyph cache one earlier run of other lines saved) and for the CLI (`khmer-ocr generate
 --no-validate`, `khmer-ocr validate`, and the two end to end): lines/s, lines/s per core (lines/s / workers)
 and lines per CPU-second (user + system time of every process involved: robust to a busy machine). CLI rates
 are marginal: the extra lines of a large run over a small one by the extra time, so process start-up, imports
@@ -75,9 +76,10 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t, _cpu_children() - cpu
 
 
-def generation_alone(lines: int, workers: int) -> tuple[float, float]:
-    """(lines/s, lines per CPU-second) of a whole `generate_dataset` run in a fresh process (cold caches
-    included; imports excluded)."""
+def generation_alone(lines: int, workers: int, glyphs: str, seed: int = 3) -> tuple[float, float]:
+    """(lines/s, lines per CPU-second) of a whole `generate_dataset` run in a fresh process (imports
+    excluded); glyphs: KHMER_OCR_GLYPH_CACHE for it ("off": a first run, every cluster rasterized anew; a
+    folder: the clusters earlier runs saved there, see khmer_ocr.data.glyph_cache)."""
     code = (
         "import resource, tempfile, time\n"
         "from khmer_ocr.data.config import DataConfig\n"
@@ -85,14 +87,15 @@ def generation_alone(lines: int, workers: int) -> tuple[float, float]:
         "def cpu():\n"
         "    s, c = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
         "    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime\n"
-        f"cfg = DataConfig(name='bench', num_samples={lines}, shard_size=250, seed=3)\n"
+        f"cfg = DataConfig(name='bench', num_samples={lines}, shard_size=250, seed={seed})\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
         "    t, c = time.perf_counter(), cpu()\n"
         f"    generate_dataset(cfg, tmp + '/ds', workers={workers}, progress=False)\n"
         "    print(cfg.num_samples / (time.perf_counter() - t), cfg.num_samples / (cpu() - c))\n"
     )
+    env = {**ENV, "KHMER_OCR_GLYPH_CACHE": glyphs}
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=ENV
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT, env=env
     ).stdout
     rate, cpu_rate = map(float, out.strip().splitlines()[-1].split())
     return rate, cpu_rate
@@ -157,9 +160,12 @@ def main() -> None:
     args = parser.parse_args()
     SampleFactory(DataConfig())  # build caches (word model, place names) outside the timings
     rows: list[tuple[str, int, tuple[float, float]]] = []
-    for workers in sorted({1, args.workers}):
-        rate = _median([generation_alone(args.lines, workers) for _ in range(args.repeat)])
-        rows.append((f"generation alone, {args.lines} lines", workers, rate))
+    with tempfile.TemporaryDirectory() as glyphs:
+        generation_alone(args.lines, 1, glyphs, seed=99)  # what one earlier run on this machine saved
+        for workers in sorted({1, args.workers}):
+            for label, setting in (("first run", "off"), ("glyph cache of 1 run", glyphs)):
+                rate = _median([generation_alone(args.lines, workers, setting) for _ in range(args.repeat)])
+                rows.append((f"generation alone, {args.lines} lines, {label}", workers, rate))
     if not args.skip_cli:
         small, large = args.cli_lines
         cli = [cli_runs(small, large, args.workers) for _ in range(args.repeat)]
@@ -167,10 +173,10 @@ def main() -> None:
             rows.append((f"CLI {name}, {large} over {small} lines", workers, _median([c[name] for c in cli])))
     load = os.getloadavg()[0]
     print(f"\n{os.cpu_count()} cores, load average {load:.1f} at the end; medians of {args.repeat} run(s)")
-    print(f"| {'measure':<40} | {'workers':>7} | {'lines/s':>8} | {'per core':>8} | {'per CPU-s':>9} |")
-    print(f"|{'-' * 42}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
+    print(f"| {'measure':<58} | {'workers':>7} | {'lines/s':>8} | {'per core':>8} | {'per CPU-s':>9} |")
+    print(f"|{'-' * 60}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
     for name, workers, (rate, cpu_rate) in rows:
-        print(f"| {name:<40} | {workers:>7} | {rate:>8.0f} | {rate / workers:>8.0f} | {cpu_rate:>9.0f} |")
+        print(f"| {name:<58} | {workers:>7} | {rate:>8.0f} | {rate / workers:>8.0f} | {cpu_rate:>9.0f} |")
     if not args.stages:
         return
     print(

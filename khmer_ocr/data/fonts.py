@@ -15,12 +15,14 @@ from PIL import ImageFont, features
 
 from khmer_ocr.data.config import FontConfig
 from khmer_ocr.errors import KhmerOcrError
+from khmer_ocr.script import clusters
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
 # Font folders (os.pathsep-separated) searched instead of the system's fonts when set: a training bundle's
 # fonts/, so that a machine without fontconfig or Khmer fonts renders with exactly the fonts shipped.
 FONT_DIRS_ENV = "KHMER_OCR_FONT_DIRS"
 _DOTTED_CIRCLE = 0x25CC
+_MAX_CHECKED = 200_000  # clusters whose check a ShapingChecker remembers
 
 
 def _draws_ink(ch: str) -> bool:
@@ -147,6 +149,7 @@ class ShapingChecker:
         self._font = hb.Font(hb.Face(hb.Blob.from_file_path(path)))
         self._dotted = self._font.get_nominal_glyph(_DOTTED_CIRCLE)
         self._blank: dict[int, bool] = {}
+        self._checked: dict[str, list[str]] = {}
 
     def _is_blank(self, glyph: int) -> bool:
         if glyph not in self._blank:
@@ -155,6 +158,19 @@ class ShapingChecker:
         return self._blank[glyph]
 
     def problems(self, text: str) -> list[str]:
+        """What is wrong with the text in this font, cluster by cluster (shaping never crosses a cluster,
+        and the renderer shapes each on its own: khmer_ocr.data.render), each cluster checked once."""
+        out = []
+        for cluster in clusters(text):
+            found = self._checked.get(cluster)
+            if found is None:
+                if len(self._checked) >= _MAX_CHECKED:
+                    self._checked.clear()
+                found = self._checked[cluster] = self._shape_problems(cluster)
+            out.extend(found)
+        return out
+
+    def _shape_problems(self, text: str) -> list[str]:
         buf = hb.Buffer()
         buf.add_str(text)
         buf.guess_segment_properties()

@@ -12,6 +12,7 @@ from PIL import Image, ImageFont
 from khmer_ocr.data import augment
 from khmer_ocr.data.config import DataConfig, LevelConfig
 from khmer_ocr.data.fonts import FontInfo, require_raqm
+from khmer_ocr.data.glyph_cache import Glyph, GlyphTable, glyph_table
 from khmer_ocr.script import clusters
 
 
@@ -21,19 +22,14 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.RAQM)
 
 
-_CLUSTER_CACHE: dict[tuple[str, int, str], tuple[np.ndarray, int, int, float]] = {}
-_CLUSTER_CACHE_MAX = 400_000
-
-
-def _cluster_glyphs(font: ImageFont.FreeTypeFont, cluster: str) -> tuple[np.ndarray, int, int, float]:
-    """(ink, x offset, y offset, advance) of one shaped cluster; cached, since clusters repeat endlessly."""
-    key = (font.path, font.size, cluster)
-    hit = _CLUSTER_CACHE.get(key)
+def _cluster_glyphs(table: GlyphTable, font: ImageFont.FreeTypeFont, cluster: str) -> Glyph:
+    """(ink, x offset, y offset, advance) of one shaped cluster; cached (khmer_ocr.data.glyph_cache, in
+    memory and on disk), since clusters repeat endlessly."""
+    hit = table.get(cluster)
     if hit is None:
-        if len(_CLUSTER_CACHE) >= _CLUSTER_CACHE_MAX:
-            _CLUSTER_CACHE.clear()
         ink, ox, oy = _rasterize(font, cluster)
-        hit = _CLUSTER_CACHE[key] = (ink, ox, oy, font.getlength(cluster))
+        hit = (ink, ox, oy, font.getlength(cluster))
+        table.put(cluster, hit)
     return hit
 
 
@@ -74,8 +70,9 @@ def line_ink(text: str, font: ImageFont.FreeTypeFont, line_box: bool = False) ->
     """
     placed = []
     x = 0.0
+    table = glyph_table(font)
     for cluster in clusters(text):
-        ink, ox, oy, advance = _cluster_glyphs(font, cluster)
+        ink, ox, oy, advance = _cluster_glyphs(table, font, cluster)
         if ink.size:
             placed.append((round(x) + ox, oy, ink))
         x += advance

@@ -35,6 +35,7 @@ from khmer_ocr.data.format import (
     shard_ranges,
 )
 from khmer_ocr.data.generate import SampleFactory, generator_identity
+from khmer_ocr.data.glyph_cache import save_glyph_cache
 from khmer_ocr.data.sink import DatasetSink
 from khmer_ocr.data.tarshard import ShardTar
 from khmer_ocr.processes import forking, worker_pool
@@ -99,6 +100,7 @@ def render_shard(
                 }
             )
         tar.close()
+    save_glyph_cache()  # the clusters this shard drew first, for the next process
     return k, str(tmp), records
 
 

@@ -1,0 +1,219 @@
+"""The rasterized clusters of each (font, size), kept in memory and on disk across runs.
+
+Shaping and rasterizing a cluster the first time costs about 100 us (RAQM layout, FreeType, the advance),
+and a fresh process meets tens of thousands of (font, size, cluster) triples in its first thousands of lines:
+a third of a short generation run's time. The clusters of each (font, size) are therefore also appended to a
+file in `cache_dir()/glyphs/` and loaded by every later process (every worker of `generate`, every streamed
+training run, every DAG task), so only clusters never drawn before on this machine are rasterized.
+
+A file is named after everything that decides its pixels: the font file (path, size, modification time),
+the pixel size, and the versions of Pillow, RAQM, HarfBuzz, FriBiDi and FreeType; anything else changes the
+name and the file is simply not found. A file is a sequence of chunks, each a JSON index (cluster, offset,
+height, width, x and y offsets, advance) and the raw uint8 ink of its clusters: no pickle. Processes append
+chunks under a lock; a reader keeps the chunks before the first one that does not parse (a torn write), and
+a file of many chunks is rewritten as one. A cache folder that cannot be written turns saving off with one
+warning. KHMER_OCR_GLYPH_CACHE names another folder, or is `off` to keep the clusters in memory only (what a
+first run does, e.g. to benchmark one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import ImageFont, features
+
+from khmer_ocr.cache import cache_dir
+
+try:
+    import fcntl
+except ImportError:  # Windows: appends are not serialized (a torn chunk is only dropped by the reader)
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+Glyph = tuple[np.ndarray, int, int, float]  # (ink, x offset, y offset, advance)
+MAGIC = b"KOGLYPH2"
+HEADER = struct.Struct("<QQ")  # index bytes, ink bytes
+MAX_FILE_ENTRIES = 8000  # per (font, size) on disk: the clusters met first, i.e. the frequent ones
+MAX_CHUNKS = 64  # a file of more chunks is compacted into one when read
+MAX_MEMORY_ENTRIES = 400_000  # over every table of a process
+SAVE_EVERY = 64  # new clusters of a table between appends
+
+
+@functools.cache
+def _versions() -> str:
+    """The versions of everything that draws: Pillow and its layout and raster libraries."""
+    names = ("raqm", "harfbuzz", "fribidi", "freetype2")
+    libs = "|".join(f"{n}={features.version(n) if n in features.features else None}" for n in names)
+    return f"Pillow={PIL.__version__}|{libs}"
+
+
+def glyph_dir() -> Path | None:
+    """Where tables are saved: KHMER_OCR_GLYPH_CACHE (a folder, or "off" for memory only), else
+    cache_dir()/glyphs."""
+    setting = os.environ.get("KHMER_OCR_GLYPH_CACHE", "").strip()
+    if setting.lower() in {"off", "0", "false", "no"}:
+        return None
+    return Path(setting) if setting else cache_dir() / "glyphs"
+
+
+def encode_chunk(glyphs: dict[str, Glyph]) -> bytes:
+    index, inks, offset = [], [], 0
+    for cluster, (ink, ox, oy, advance) in glyphs.items():
+        h, w = ink.shape
+        index.append([cluster, offset, h, w, int(ox), int(oy), float(advance)])
+        inks.append(np.ascontiguousarray(ink, np.uint8).tobytes())
+        offset += h * w
+    head = json.dumps(index, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return MAGIC + HEADER.pack(len(head), offset) + head + b"".join(inks)
+
+
+def read_chunks(data: bytes) -> tuple[dict[str, Glyph], int, int]:
+    """(glyphs, chunks read, bytes read) of a table file's contents, up to the first chunk that does not
+    parse. Inks are read-only views of `data`: the cache is never drawn on."""
+    glyphs: dict[str, Glyph] = {}
+    pos = chunks = 0
+    while pos < len(data):
+        try:
+            if data[pos : pos + len(MAGIC)] != MAGIC:
+                raise ValueError("no chunk header")
+            n_index, n_ink = HEADER.unpack_from(data, pos + len(MAGIC))
+            start = pos + len(MAGIC) + HEADER.size
+            if start + n_index + n_ink > len(data):
+                raise ValueError("a chunk cut short")
+            index = json.loads(data[start : start + n_index].decode("utf-8"))
+            ink = np.frombuffer(data, np.uint8, count=n_ink, offset=start + n_index)
+            found = {}
+            for cluster, offset, h, w, ox, oy, advance in index:
+                if offset < 0 or h < 0 or w < 0 or offset + h * w > n_ink:
+                    raise ValueError("an entry outside its chunk")
+                found[str(cluster)] = (ink[offset : offset + h * w].reshape(h, w), int(ox), int(oy), advance)
+        except (ValueError, TypeError, struct.error, UnicodeDecodeError) as exc:
+            log.warning("glyph cache: ignoring what follows byte %d of a table (%s)", pos, exc)
+            break
+        for cluster, glyph in found.items():
+            glyphs.setdefault(cluster, glyph)
+        pos, chunks = start + n_index + n_ink, chunks + 1
+    return glyphs, chunks, pos
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / ".lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class GlyphTable:
+    """The clusters of one font at one pixel size: `get` from memory, `put` new ones (appended to the
+    table's file every SAVE_EVERY, or by `save`)."""
+
+    def __init__(self, font: ImageFont.FreeTypeFont, directory: Path | None) -> None:
+        self.glyphs: dict[str, Glyph] = {}
+        self.new: dict[str, Glyph] = {}
+        self.path: Path | None = None
+        self.on_disk = 0
+        if directory is not None:
+            stat = os.stat(font.path)
+            ident = (
+                f"{os.path.realpath(font.path)}|{stat.st_size}|{stat.st_mtime_ns}|{font.size}|{_versions()}"
+            )
+            digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+            self.path = directory / f"{Path(font.path).stem}-{font.size}-{digest}.glyphs"
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return
+        self.glyphs, chunks, good = read_chunks(data)
+        self.on_disk = len(self.glyphs)
+        if chunks > MAX_CHUNKS or good < len(data):  # compact (and drop a torn tail)
+            self._write(encode_chunk(self.glyphs), replace=True)
+
+    def get(self, cluster: str) -> Glyph | None:
+        return self.glyphs.get(cluster)
+
+    def put(self, cluster: str, glyph: Glyph) -> None:
+        self.glyphs[cluster] = glyph
+        if self.path is not None and self.on_disk + len(self.new) < MAX_FILE_ENTRIES:
+            self.new[cluster] = glyph
+            if len(self.new) >= SAVE_EVERY:
+                self.save()
+
+    def save(self) -> None:
+        """Append the clusters drawn since the last save."""
+        if self.path is None or not self.new:
+            return
+        chunk, self.on_disk, self.new = encode_chunk(self.new), self.on_disk + len(self.new), {}
+        self._write(chunk, replace=False)
+
+    def _write(self, chunk: bytes, replace: bool) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _locked(self.path.parent):
+                if replace:
+                    tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                    tmp.write_bytes(chunk)
+                    os.replace(tmp, self.path)
+                else:
+                    with open(self.path, "ab") as f:
+                        f.write(chunk)
+        except OSError as exc:
+            log.warning("glyph cache: %s not written (%s); clusters stay in memory only", self.path, exc)
+            if _TABLES.directory == self.path.parent:  # no more tries in this folder by this process
+                _TABLES.directory = None
+            self.path = None
+
+
+class _Tables:
+    """Every GlyphTable of this process, by (font path, size)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[str, int], GlyphTable] = {}
+        self.directory: Path | None = None
+        self.pid = -1
+
+    def table(self, font: ImageFont.FreeTypeFont) -> GlyphTable:
+        if self.pid != os.getpid():  # a new process (a forked worker): its own saving from here on
+            self.pid = os.getpid()
+            self.directory = glyph_dir()
+            for table in self.tables.values():
+                table.new = {}
+        key = (font.path, font.size)
+        table = self.tables.get(key)
+        if table is None:
+            if sum(len(t.glyphs) for t in self.tables.values()) >= MAX_MEMORY_ENTRIES:
+                self.save()
+                self.tables.clear()
+            table = self.tables[key] = GlyphTable(font, self.directory)
+        return table
+
+    def save(self) -> None:
+        for table in self.tables.values():
+            table.save()
+
+
+_TABLES = _Tables()
+
+
+def glyph_table(font: ImageFont.FreeTypeFont) -> GlyphTable:
+    """The (loaded or new) table of this font at its size."""
+    return _TABLES.table(font)
+
+
+def save_glyph_cache() -> None:
+    """Append every table's new clusters (the end of a shard, of a run)."""
+    _TABLES.save()

@@ -1,0 +1,86 @@
+"""The glyph cache on disk: a later process draws the same lines without rasterizing what an earlier one
+saved; torn or foreign files and unwritable folders never stop rendering."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from khmer_ocr.data.glyph_cache import MAGIC, GlyphTable, read_chunks
+from khmer_ocr.data.render import line_ink, load_font
+
+KHMER_OS = "/usr/share/fonts/truetype/khmeros/KhmerOS.ttf"
+ROOT = Path(__file__).resolve().parents[1]
+LINES = ["ព្រះរាជាណាចក្រកម្ពុជា ១២៣", "ខ្ញុំស្រឡាញ់ភាសាខ្មែរ (Khmer) 42%", "សួស្តី «ពិភពលោក»!"]
+
+# Draws LINES in a fresh process with the glyph cache in argv[1]; prints how many clusters it rasterized
+# and a digest of the inks.
+DRAW = """
+import hashlib, sys
+from khmer_ocr.data import render
+from khmer_ocr.data.glyph_cache import save_glyph_cache
+drawn = []
+rasterize = render._rasterize
+render._rasterize = lambda font, text: drawn.append(text) or rasterize(font, text)
+font = render.load_font(sys.argv[2], 32)
+digest = hashlib.sha256(b"".join(render.line_ink(t, font).tobytes() for t in sys.argv[3:])).hexdigest()
+save_glyph_cache()
+print(len(drawn), digest)
+"""
+
+
+def _draw(glyphs: str) -> tuple[int, str]:
+    env = {**os.environ, "KHMER_OCR_GLYPH_CACHE": glyphs, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", DRAW, glyphs, KHMER_OS, *LINES],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return int(out[0]), out[1]
+
+
+def test_a_later_process_draws_the_same_lines_from_the_saved_clusters(tmp_path: Path) -> None:
+    first, digest = _draw(str(tmp_path))
+    assert first > 20  # every distinct cluster of the lines, rasterized
+    assert list(tmp_path.glob("KhmerOS-32-*.glyphs"))
+    again, same = _draw(str(tmp_path))
+    assert (again, same) == (0, digest)
+    off, unsaved = _draw("off")
+    assert (off, unsaved) == (first, digest)
+
+
+def test_a_torn_tail_is_dropped_and_the_file_compacted(tmp_path: Path) -> None:
+    font = load_font(KHMER_OS, 24)
+    table = GlyphTable(font, tmp_path)
+    ink = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    table.put("ក", (ink, 1, -2, 9.5))
+    table.save()
+    table.put("ខ", (ink[:2], 0, 0, 7.25))
+    table.save()
+    path = table.path
+    good = path.read_bytes()
+    path.write_bytes(good + MAGIC + b"\xff" * 11)  # a write cut short by a crash
+    glyphs, chunks, read = read_chunks(path.read_bytes())
+    assert (sorted(glyphs), chunks, read) == (["ក", "ខ"], 2, len(good))
+    again = GlyphTable(font, tmp_path)  # loads what parses and rewrites the file as one chunk
+    assert np.array_equal(again.get("ក")[0], ink) and again.get("ក")[1:] == (1, -2, 9.5)
+    assert again.get("ខ")[3] == 7.25
+    assert read_chunks(path.read_bytes())[1:] == (1, len(path.read_bytes()))
+    path.write_bytes(b"not a glyph table at all")
+    assert GlyphTable(font, tmp_path).glyphs == {}
+
+
+def test_an_unwritable_folder_leaves_rendering_in_memory(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    table = GlyphTable(load_font(KHMER_OS, 18), blocked / "glyphs")
+    for k in range(70):  # past one save: the folder cannot be made, the table keeps going in memory
+        table.put(f"x{k}", (np.zeros((1, 1), np.uint8), 0, 0, 1.0))
+    assert table.path is None and len(table.glyphs) == 70
+    assert line_ink(LINES[0], load_font(KHMER_OS, 18)).max() == 255
