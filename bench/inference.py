@@ -1,10 +1,10 @@
 """Benchmark: recognizer inference speed on this CPU, per architecture and size.
 
 Prints a markdown table: parameters, milliseconds per 48x400 line at batch 1 on one thread (median of up
-to --reps decodes, eager PyTorch under torch.inference_mode(); as built and with BatchNorm folded by
-`fuse_for_inference`, the way it is served), and lines/s for batches of 32 such lines on one thread and
-on all threads. Decoding is included: best path for CTC models; for the hybrid, greedy attention decoding
-of exactly --tokens steps (<eos> is masked, as untrained weights would stop at a random step).
+to --reps decodes, eager PyTorch under torch.inference_mode(); as built and as `Recognizer` serves it,
+`serving_model`: BatchNorm folded and, for CTC models, traced), and lines/s for batches of 32 such lines on
+one thread and on all threads. Decoding is included: best path for CTC models; for the hybrid, greedy
+attention decoding of exactly --tokens steps (<eos> is masked: untrained weights would stop at random).
 
 On a machine shared with other jobs the numbers move by 10-30%, and multi-threaded runs suffer most
 (OpenMP threads wait for each other): the load average is printed before and after.
@@ -23,7 +23,7 @@ import time
 import torch
 from torch import nn
 
-from khmer_ocr.models import EOS, SIZES, ModelConfig, build_model, count_parameters, fuse_for_inference
+from khmer_ocr.models import EOS, SIZES, ModelConfig, build_model, count_parameters, serving_model
 from khmer_ocr.models import builder as model_builder
 from khmer_ocr.models.builder import FastPreset
 
@@ -89,7 +89,7 @@ def prepare(model: nn.Module, tokens: int) -> nn.Module:
 
 def measure(model: nn.Module, args: argparse.Namespace, batched: bool = True) -> dict[str, float]:
     model = prepare(model, args.tokens)
-    fused = fuse_for_inference(model)
+    fused = serving_model(model)  # as Recognizer serves it
     one = line_batch(1, args.width)
     torch.set_num_threads(1)
     row: dict[str, float] = {"params": count_parameters(model)}
@@ -124,9 +124,9 @@ def main() -> None:
         f"48x{args.width} lines, eager PyTorch {torch.__version__}, {os.cpu_count()} CPUs, load average"
         f" {os.getloadavg()[0]:.1f} at start (other processes skew wall times, multi-threaded ones most).\n"
         f"Batch 1: one thread, median of up to {args.reps} decodes or {args.budget:g} s. Batch {args.batch}:"
-        f" BN folded, on 1 and on {args.threads} threads.\n"
+        f" as served, on 1 and on {args.threads} threads.\n"
     )
-    cols = ["params", "ms/line, 1 thread", "ms/line, BN folded"]
+    cols = ["params", "ms/line, 1 thread", "ms/line, as served"]
     if args.fast_variants:
         print("| fast candidate | " + " | ".join(cols) + " |")
         print("|---|" + "---:|" * len(cols))

@@ -18,7 +18,7 @@ from khmer_ocr.config import from_dict
 from khmer_ocr.errors import ModelLoadError
 from khmer_ocr.model_folder import CHARSET, MODEL_YAML, WEIGHTS, missing_files
 from khmer_ocr.model_store import model_dir
-from khmer_ocr.models import ModelConfig, build_model, fuse_for_inference
+from khmer_ocr.models import ModelConfig, build_model, serving_model
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 
@@ -92,7 +92,7 @@ class Recognizer:
         (the MLflow registry at tracking_uri), `runs:/<run_id>/model` (a tracked run's model), or None (the
         committed reference model); see khmer_ocr.model_store."""
         model, cfg, charset = load_model(model_dir(ref, tracking_uri), device)
-        return cls(fuse_for_inference(model), cfg, charset, device)
+        return cls(serving_model(model, device), cfg, charset, device)
 
     @staticmethod
     def read_image(image) -> np.ndarray:

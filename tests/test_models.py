@@ -18,6 +18,7 @@ from khmer_ocr.models import (
     CTCRecognizer,
     HybridRecognizer,
     ModelConfig,
+    TracedCTC,
     build_model,
     count_parameters,
     ctc_best_path,
@@ -243,6 +244,30 @@ def test_traced_export_matches_eager_at_other_widths(arch: str, size: str) -> No
         torch.testing.assert_close(got["ctc_logits"], expected["ctc_logits"], atol=1e-4, rtol=1e-4)
     with pytest.raises(TypeError, match=r"only CTC recognizers \('ctc', 'fast'\) export"):
         trace_ctc_model(tiny("hybrid"))
+
+
+def test_the_recognizer_serves_ctc_models_traced_with_the_eager_readings() -> None:
+    """Recognizer.load serves the reference model traced (TracedCTC): the same text and confidence as the
+    BatchNorm-folded eager model, one line at a time and in padded batches."""
+    from PIL import Image
+
+    from khmer_ocr.data.render import line_ink, load_font
+    from khmer_ocr.inference import Recognizer, load_model
+    from khmer_ocr.model_folder import REFERENCE_MODEL
+
+    recognizer = Recognizer.load()
+    assert isinstance(recognizer.model, TracedCTC)
+    eager = Recognizer(fuse_for_inference(load_model(REFERENCE_MODEL)[0]), recognizer.cfg, recognizer.charset)
+    font = load_font("/usr/share/fonts/truetype/khmeros/KhmerOS.ttf", 32)
+    images = [Image.fromarray(255 - line_ink(t, font)) for t in ("ព្រះរាជាណាចក្រ", "ភាសាខ្មែរ ១២៣", "សួស្តី")]
+    blank = Image.new("L", (300, 48), 255)
+    for batch_size in (1, 8):
+        got = recognizer.predict([*images, blank], batch_size=batch_size)
+        expected = eager.predict([*images, blank], batch_size=batch_size)
+        assert [p.text for p in got] == [p.text for p in expected]
+        assert got[0].text and got[-1].text == ""
+        for a, b in zip(got, expected, strict=True):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
 
 
 def synthetic_lines() -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:

@@ -24,8 +24,10 @@ from khmer_ocr.models.heads import EOS, PAD, SOS, UNK, decoder_targets
 from khmer_ocr.models.recognizer import (
     CTCRecognizer,
     HybridRecognizer,
+    TracedCTC,
     ctc_best_path,
     fuse_for_inference,
+    serving_model,
     trace_ctc_model,
 )
 
@@ -41,11 +43,13 @@ __all__ = [
     "CTCRecognizer",
     "HybridRecognizer",
     "ModelConfig",
+    "TracedCTC",
     "build_model",
     "count_parameters",
     "ctc_best_path",
     "decoder_targets",
     "fuse_for_inference",
     "register_model",
+    "serving_model",
     "trace_ctc_model",
 ]
