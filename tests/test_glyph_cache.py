@@ -12,6 +12,7 @@ import numpy as np
 
 from khmer_ocr.data.glyph_cache import MAGIC, GlyphTable, read_chunks
 from khmer_ocr.data.render import line_ink, load_font
+from khmer_ocr.script.inventory import COENG, CONSONANTS, DEPENDENT_VOWELS
 
 KHMER_OS = "/usr/share/fonts/truetype/khmeros/KhmerOS.ttf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,38 @@ def test_a_later_process_draws_the_same_lines_from_the_saved_clusters(tmp_path: 
     assert (again, same) == (0, digest)
     off, unsaved = _draw("off")
     assert (off, unsaved) == (first, digest)
+
+
+# Runs the shaping check of every line in argv[2:] over Khmer OS in a fresh process with the cache in argv[1];
+# prints how many clusters it shaped and what it found.
+CHECK = f"""
+import json, sys
+from khmer_ocr.data import fonts
+shaped = []
+shape = fonts.ShapingChecker._shape_problems
+fonts.ShapingChecker._shape_problems = lambda self, text: shaped.append(text) or shape(self, text)
+checker = fonts.ShapingChecker({KHMER_OS!r})
+found = [checker.problems(t) for t in sys.argv[2:]]
+print(len(shaped), json.dumps(found))
+"""
+
+
+def test_a_later_process_reuses_the_shaping_checks(tmp_path: Path) -> None:
+    syllables = "".join(c + v for c in CONSONANTS for v in DEPENDENT_VOWELS)  # hundreds of clusters
+    lines = [*LINES, syllables, "ABC " + COENG]
+
+    def check(glyphs: str) -> tuple[int, str]:
+        env = {**os.environ, "KHMER_OCR_GLYPH_CACHE": glyphs, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(
+            [sys.executable, "-c", CHECK, glyphs, *lines], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        shaped, found = out.split(" ", 1)
+        return int(shaped), found
+
+    first, found = check(str(tmp_path))
+    assert first > 400 and "dotted circle" in found  # the lone COENG
+    assert check(str(tmp_path)) == (first % 64, found)  # saved 64 at a time: only the last few again
+    assert check("off") == (first, found)
 
 
 def test_a_torn_tail_is_dropped_and_the_file_compacted(tmp_path: Path) -> None:

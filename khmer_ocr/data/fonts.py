@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ import uharfbuzz as hb
 from PIL import ImageFont, features
 
 from khmer_ocr.data.config import FontConfig
+from khmer_ocr.data.glyph_cache import cache_folder, font_cache_path, write_cache_file
 from khmer_ocr.errors import KhmerOcrError
 from khmer_ocr.script import clusters
 
@@ -149,7 +152,15 @@ class ShapingChecker:
         self._font = hb.Font(hb.Face(hb.Blob.from_file_path(path)))
         self._dotted = self._font.get_nominal_glyph(_DOTTED_CIRCLE)
         self._blank: dict[int, bool] = {}
-        self._checked: dict[str, list[str]] = {}
+        self._checked: dict[str, list[str]] = {}  # cluster -> problems; kept across runs as JSON lines
+        self._unsaved: list[str] = []
+        folder = cache_folder()
+        self._file = font_cache_path(folder, path, f"check-{hb.__version__}", ".jsonl") if folder else None
+        if self._file is not None and self._file.exists():
+            for line in self._file.read_bytes().splitlines():
+                with contextlib.suppress(ValueError, TypeError):  # a torn last line: checked again
+                    cluster, problems = json.loads(line)
+                    self._checked[str(cluster)] = [str(p) for p in problems]
 
     def _is_blank(self, glyph: int) -> bool:
         if glyph not in self._blank:
@@ -167,6 +178,13 @@ class ShapingChecker:
                 if len(self._checked) >= _MAX_CHECKED:
                     self._checked.clear()
                 found = self._checked[cluster] = self._shape_problems(cluster)
+                if self._file is not None:
+                    self._unsaved.append(json.dumps([cluster, found], ensure_ascii=False))
+                    if len(self._unsaved) >= 64:
+                        data = ("\n".join(self._unsaved) + "\n").encode("utf-8")
+                        self._unsaved = []
+                        if not write_cache_file(self._file, data, replace=False):
+                            self._file = None
             out.extend(found)
         return out
 

@@ -115,6 +115,36 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
 
 
+def font_cache_path(directory: Path, font_path: str, tag: str, suffix: str) -> Path:
+    """The cache file of a font for `tag` (a pixel size, "check"), named after the font file (path, size,
+    modification time) and the versions of the libraries that shape and draw it."""
+    st = os.stat(font_path)
+    ident = f"{os.path.realpath(font_path)}|{st.st_size}|{st.st_mtime_ns}|{tag}|{_versions()}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return directory / f"{Path(font_path).stem}-{tag}-{digest}{suffix}"
+
+
+def write_cache_file(path: Path, data: bytes, replace: bool) -> bool:
+    """Append data to a cache file (or replace it, atomically), under the folder's lock; False, with one
+    warning and no more saving in that folder by this process, when it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent):
+            if replace:
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            else:
+                with open(path, "ab") as f:
+                    f.write(data)
+        return True
+    except OSError as exc:
+        log.warning("glyph cache: %s not written (%s); it stays in memory only", path, exc)
+        if _TABLES.directory == path.parent:
+            _TABLES.directory = None
+        return False
+
+
 class GlyphTable:
     """The clusters of one font at one pixel size: `get` from memory, `put` new ones (appended to the
     table's file every SAVE_EVERY, or by `save`)."""
@@ -125,12 +155,7 @@ class GlyphTable:
         self.path: Path | None = None
         self.on_disk = 0
         if directory is not None:
-            stat = os.stat(font.path)
-            ident = (
-                f"{os.path.realpath(font.path)}|{stat.st_size}|{stat.st_mtime_ns}|{font.size}|{_versions()}"
-            )
-            digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-            self.path = directory / f"{Path(font.path).stem}-{font.size}-{digest}.glyphs"
+            self.path = font_cache_path(directory, font.path, str(font.size), ".glyphs")
             self._load()
 
     def _load(self) -> None:
@@ -161,20 +186,7 @@ class GlyphTable:
         self._write(chunk, replace=False)
 
     def _write(self, chunk: bytes, replace: bool) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _locked(self.path.parent):
-                if replace:
-                    tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                    tmp.write_bytes(chunk)
-                    os.replace(tmp, self.path)
-                else:
-                    with open(self.path, "ab") as f:
-                        f.write(chunk)
-        except OSError as exc:
-            log.warning("glyph cache: %s not written (%s); clusters stay in memory only", self.path, exc)
-            if _TABLES.directory == self.path.parent:  # no more tries in this folder by this process
-                _TABLES.directory = None
+        if not write_cache_file(self.path, chunk, replace):
             self.path = None
 
 
@@ -186,12 +198,17 @@ class _Tables:
         self.directory: Path | None = None
         self.pid = -1
 
-    def table(self, font: ImageFont.FreeTypeFont) -> GlyphTable:
+    def folder(self) -> Path | None:
+        """The folder of this process's cache files (None: memory only)."""
         if self.pid != os.getpid():  # a new process (a forked worker): its own saving from here on
             self.pid = os.getpid()
             self.directory = glyph_dir()
             for table in self.tables.values():
                 table.new = {}
+        return self.directory
+
+    def table(self, font: ImageFont.FreeTypeFont) -> GlyphTable:
+        self.folder()
         key = (font.path, font.size)
         table = self.tables.get(key)
         if table is None:
@@ -207,6 +224,12 @@ class _Tables:
 
 
 _TABLES = _Tables()
+
+
+def cache_folder() -> Path | None:
+    """Where this process keeps cache files of fonts (None when KHMER_OCR_GLYPH_CACHE is off or the folder
+    cannot be written)."""
+    return _TABLES.folder()
 
 
 def glyph_table(font: ImageFont.FreeTypeFont) -> GlyphTable:

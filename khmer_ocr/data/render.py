@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import cv2
 import numpy as np
 from PIL import Image, ImageFont
 
@@ -70,23 +69,31 @@ def line_ink(text: str, font: ImageFont.FreeTypeFont, line_box: bool = False) ->
     """
     placed = []
     x = 0.0
+    x0 = y0 = 1 << 30
+    x1 = y1 = -(1 << 30)
     table = glyph_table(font)
-    for cluster in clusters(text):
-        ink, ox, oy, advance = _cluster_glyphs(table, font, cluster)
-        if ink.size:
-            placed.append((round(x) + ox, oy, ink))
+    for cluster in clusters(text):  # the hot loop of generation: bounds kept on the way
+        ink, ox, oy, advance = table.get(cluster) or _cluster_glyphs(table, font, cluster)
+        h, w = ink.shape
+        if h and w:
+            px = round(x) + ox
+            placed.append((px, oy, h, w, ink))
+            if px < x0:
+                x0 = px
+            if px + w > x1:
+                x1 = px + w
+            if oy < y0:
+                y0 = oy
+            if oy + h > y1:
+                y1 = oy + h
         x += advance
     if not placed:
         return np.zeros((1, 1), np.uint8)
-    x0 = min(px for px, _, _ in placed)
-    y0 = min(py for _, py, _ in placed)
-    x1 = max(px + ink.shape[1] for px, _, ink in placed)
-    y1 = max(py + ink.shape[0] for _, py, ink in placed)
     if line_box:  # Pillow's origin is the top of the ascent: the line box is rows 0 .. ascent + descent
         y0, y1 = min(y0, 0), max(y1, sum(font.getmetrics()))
     canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for px, py, ink in placed:
-        view = canvas[py - y0 : py - y0 + ink.shape[0], px - x0 : px - x0 + ink.shape[1]]
+    for px, py, h, w, ink in placed:
+        view = canvas[py - y0 : py - y0 + h, px - x0 : px - x0 + w]
         np.maximum(view, ink, out=view)
     return canvas
 
@@ -113,11 +120,18 @@ def render_mask(
 
 def _shift_columns(canvas: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Each column moved down by its shift (up when negative), rows that come in being 0: the same as
-    rolling each column, since at least |shift| + 1 blank rows pad the ink above and below."""
-    rows, cols = canvas.shape
-    map_x = np.broadcast_to(np.arange(cols, dtype=np.float32), (rows, cols))
-    map_y = np.arange(rows, dtype=np.float32)[:, None] - shift.astype(np.float32)[None, :]
-    return cv2.remap(canvas, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rolling each column, since at least |shift| + 1 blank rows pad the ink above and below. The shift is a
+    smooth wave, so columns are moved a run of equal shifts at a time."""
+    rows = canvas.shape[0]
+    out = np.zeros_like(canvas)
+    edges = (np.flatnonzero(np.diff(shift)) + 1).tolist()
+    for a, b in zip([0, *edges], [*edges, len(shift)], strict=True):
+        s = int(shift[a])
+        if s >= 0:
+            out[s:, a:b] = canvas[: rows - s, a:b]
+        else:
+            out[: rows + s, a:b] = canvas[-s:, a:b]
+    return out
 
 
 class LineRenderer:

@@ -9,6 +9,7 @@ whitespace collapsed to single spaces.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -56,6 +57,7 @@ def _units(marks: str) -> list[str]:
     return units
 
 
+@functools.lru_cache(maxsize=1 << 16)  # clusters repeat endlessly
 def _normalize_cluster(cluster: str) -> str:
     if len(cluster) < 3:
         return cluster
