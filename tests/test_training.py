@@ -317,3 +317,31 @@ def test_sigkill_then_resume_from_an_older_periodic_checkpoint(dataset: str, tmp
     a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(last, weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_average_writes_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from khmer_ocr.inference import load_model, save_model
+    from khmer_ocr.models import ModelConfig, build_model
+
+    charset = default_charset()
+    cfg = ModelConfig(arch="fast", size="tiny", num_classes=len(charset))
+    folders = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        folders.append(str(save_model(build_model(cfg), cfg, charset, tmp_path / f"m{seed}")))
+    cli = [sys.executable, "-m", "khmer_ocr", "average", *folders, "--out", str(tmp_path / "soup")]
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    soup = load_model(tmp_path / "soup")[0].state_dict()
+    a, b = (load_model(f)[0].state_dict() for f in folders)
+    for name, value in soup.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (a[name] + b[name]) / 2)
+    other = ModelConfig(arch="fast", size="small", num_classes=len(charset))
+    save_model(build_model(other), other, charset, tmp_path / "other")
+    cli[-3] = str(tmp_path / "other")
+    refused = subprocess.run(cli, capture_output=True, text=True)
+    assert refused.returncode != 0 and "cannot average" in refused.stderr

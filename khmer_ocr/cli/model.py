@@ -1,4 +1,4 @@
-"""`khmer-ocr` model commands: train, tune (phase 3.1), evaluate, predict."""
+"""`khmer-ocr` model commands: train, tune (phase 3.1), evaluate, predict, export, average."""
 
 from __future__ import annotations
 
@@ -97,7 +97,35 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     )
     p.add_argument("--model", help="model folder (default: the reference model)")
     p.add_argument("--out", required=True, help="TorchScript file to write")
-    return {"train": _train, "tune": _tune, "evaluate": _evaluate, "predict": _predict, "export": _export}
+    p = sub.add_parser(
+        "average",
+        help="average the weights of models fine-tuned from one start (a model soup)",
+        description="Writes a model folder whose weights are the mean of the given models' (same "
+        "architecture and charset, e.g. two continuation runs from one model on different streams). "
+        "Evaluate it against each model on a validation split before using it.",
+    )
+    p.add_argument(
+        "models",
+        nargs="+",
+        help="model folders, s3://... or models:/name@alias (MLflow: $MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument("--out", required=True, help="model folder to write")
+    return {
+        "train": _train,
+        "tune": _tune,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "export": _export,
+        "average": _average,
+    }
+
+
+def _average(args: argparse.Namespace) -> int:
+    from khmer_ocr.training.transfer import average_models
+
+    out = average_models(args.models, args.out)
+    print(f"wrote {out}: the mean of {len(args.models)} models' weights")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Transfer learning: start a new model from the weights of another whose names and shapes match."""
+"""Weights from other models: transfer (start a new model from the weights of another whose names and shapes
+match) and averaging (one model from runs of one architecture fine-tuned from the same start)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from khmer_ocr.inference import load_model
+from khmer_ocr.errors import ModelLoadError
+from khmer_ocr.inference import load_model, save_model
 from khmer_ocr.model_store import model_dir
 
 
@@ -34,3 +36,23 @@ def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str 
         f"init_from {ref}: transferred {len(matched)} of {len(own)} tensors: {by_module(matched)}; "
         f"trained from scratch (new in this model or shaped differently): {by_module(fresh)}"
     )
+
+
+def average_models(refs: list[str | Path], out: str | Path, tracking_uri: str | None = None) -> Path:
+    """Write the model folder whose weights are the mean of the models' (a "model soup": runs fine-tuned from
+    one start with different data stay in one basin, and their mean often reads better than either). The
+    models must share architecture and charset; refs resolve as in khmer_ocr.model_store."""
+    if len(refs) < 2:
+        raise ModelLoadError("averaging needs at least two models")
+    loaded = [load_model(model_dir(ref, tracking_uri)) for ref in refs]
+    model, cfg, charset = loaded[0]
+    for ref, (_, other_cfg, other_charset) in zip(refs[1:], loaded[1:], strict=True):
+        if other_cfg != cfg or other_charset.version != charset.version:
+            raise ModelLoadError(f"{ref} differs from {refs[0]} in architecture or charset: cannot average")
+    states = [m.state_dict() for m, _, _ in loaded]
+    mean = {
+        k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+        for k, v in states[0].items()
+    }
+    model.load_state_dict(mean)
+    return save_model(model, cfg, charset, out)
