@@ -1,7 +1,9 @@
 """A fast encoder for 8-bit grayscale PNG (what every dataset image is).
 
 Pillow's encoder tries every row filter and is about three times slower for line images; the Up filter
-with zlib's run-length strategy gives files of the same size. The output is a standard PNG.
+with zlib's run-length strategy gives files of the same size. Deflate is Intel ISA-L's (python-isal) at levels
+0-3, about 3x faster than zlib's for files 1 % larger; zlib for higher levels or where isal is not installed
+(a training bundle). The output is a standard PNG either way.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import struct
 import zlib
 
 import numpy as np
+
+try:
+    from isal import isal_zlib
+except ImportError:  # a training bundle ships only what its training path needs
+    isal_zlib = None
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _UP = 2
@@ -28,7 +35,10 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     rows[:, 0] = _UP
     rows[0, 1:] = image[0]
     np.subtract(image[1:], image[:-1], out=rows[1:, 1:])  # uint8 wrap-around is the PNG Up filter
-    packer = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    if isal_zlib is not None and level <= isal_zlib.ISAL_BEST_COMPRESSION:
+        packer = isal_zlib.compressobj(level)
+    else:
+        packer = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     data = packer.compress(rows.tobytes()) + packer.flush()
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
