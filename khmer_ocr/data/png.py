@@ -26,6 +26,16 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
+def deflate_identity() -> str:
+    """The deflate implementations encode_png uses (they decide the bytes, not the pixels)."""
+    zlib_id = f"zlib-{zlib.ZLIB_RUNTIME_VERSION}"
+    if isal_zlib is None:
+        return zlib_id
+    from importlib.metadata import version
+
+    return f"isal-{version('isal')} (levels 0-{isal_zlib.ISAL_BEST_COMPRESSION}), {zlib_id} above"
+
+
 def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     """PNG bytes of a 2-D uint8 array (grayscale, 8 bits)."""
     if image.ndim != 2 or image.dtype != np.uint8:
