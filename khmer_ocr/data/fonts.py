@@ -157,9 +157,17 @@ class ShapingChecker:
         folder = cache_folder()
         self._file = font_cache_path(folder, path, f"check-{hb.__version__}", ".jsonl") if folder else None
         if self._file is not None and self._file.exists():
-            for line in self._file.read_bytes().splitlines():
-                with contextlib.suppress(ValueError, TypeError):  # a torn last line: checked again
-                    cluster, problems = json.loads(line)
+            lines = self._file.read_bytes().decode("utf-8", "replace").splitlines()
+            try:  # one parse for the whole file; line by line only when a line is torn
+                rows = json.loads("[" + ",".join(lines) + "]")
+            except ValueError:
+                rows = []
+                for line in lines:
+                    with contextlib.suppress(ValueError):  # a torn line: checked again
+                        rows.append(json.loads(line))
+            for row in rows:
+                with contextlib.suppress(ValueError, TypeError):
+                    cluster, problems = row
                     self._checked[str(cluster)] = [str(p) for p in problems]
 
     def _is_blank(self, glyph: int) -> bool:
