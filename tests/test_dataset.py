@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -131,6 +132,36 @@ def test_s3_dataset_round_trip(s3_env: str, dataset_dir: Path) -> None:
     assert Image.open(io.BytesIO(remote.image_bytes(rec))).size == (rec["width"], rec["height"])
     again = generate_dataset(small_config(), uri, workers=2, progress=False)
     assert again.generated == 0
+
+
+def test_a_dataset_regenerated_at_the_same_s3_uri_is_not_read_from_stale_cached_shards(
+    s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local copies of an s3:// dataset's shards are keyed by its URI and its manifest: the shards of a
+    regenerated dataset (other offsets, other bytes) are downloaded anew."""
+    from khmer_ocr import storage
+    from khmer_ocr.data.reader import ShardReader
+
+    monkeypatch.setenv("KHMER_OCR_CACHE", str(tmp_path / "cache"))
+    uri = f"{s3_env}/datasets/regenerated"
+    for seed in (11, 12):
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        client = storage.s3_client()  # what a fresh S3 server, or a deleted prefix, leaves: nothing there
+        for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+        for _ in range(100):  # the server lists deleted objects for a moment
+            if not storage.list_files(uri):
+                break
+            time.sleep(0.1)
+        generate_dataset(small_config(seed=seed), uri, workers=1, progress=False)
+        ds = Dataset(uri)
+        reader = ShardReader(ds)
+        for rec in ds.records[::23]:
+            data = reader.read(rec)
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == rec["checksum"]
+            assert reader.image(rec).shape == (rec["height"], rec["width"])
+        reader.close()
+    assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:

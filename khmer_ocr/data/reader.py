@@ -47,6 +47,8 @@ class Dataset:
             text = storage.read_text(manifest)
         except storage.StorageError as exc:
             raise DatasetError(f"{self.uri} is not a complete dataset: no {MANIFEST} ({exc})") from exc
+        # what the bytes are: a dataset regenerated at one place has another manifest (offsets, checksums)
+        self.manifest_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         self.records: list[dict] = []
         self.line_numbers: list[int] = []  # the manifest line of each record
         for number, line in enumerate(text.splitlines(), 1):
@@ -130,11 +132,13 @@ class ShardReader:
     def _local(self, shard: str) -> Path:
         if self._local_root is not None:
             return self._local_root / shard
-        key = hashlib.sha256(self.dataset.uri.encode()).hexdigest()[:16]
+        # keyed by the place and the manifest: shards of a dataset regenerated at the same URI are new files
+        ident = f"{self.dataset.uri}\n{self.dataset.manifest_digest}"
+        key = hashlib.sha256(ident.encode()).hexdigest()[:16]
         path = cache_dir() / "datasets" / key / shard
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            storage.get_file(storage.join(self.dataset.uri, shard), path)
+            storage.get_file(storage.join(self.dataset.uri, shard), path)  # atomic
         return path
 
     def read(self, rec: dict) -> bytes:
