@@ -21,15 +21,13 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.RAQM)
 
 
-def _cluster_glyphs(table: GlyphTable, font: ImageFont.FreeTypeFont, cluster: str) -> Glyph:
-    """(ink, x offset, y offset, advance) of one shaped cluster; cached (khmer_ocr.data.glyph_cache, in
-    memory and on disk), since clusters repeat endlessly."""
-    hit = table.get(cluster)
-    if hit is None:
-        ink, ox, oy = _rasterize(font, cluster)
-        hit = (ink, ox, oy, font.getlength(cluster))
-        table.put(cluster, hit)
-    return hit
+def _new_cluster(table: GlyphTable, font: ImageFont.FreeTypeFont, cluster: str) -> Glyph:
+    """(ink, x offset, y offset, advance) of a cluster the table does not hold yet: shaped and rasterized
+    once per font and size, then kept (khmer_ocr.data.glyph_cache, in memory and on disk)."""
+    ink, ox, oy = _rasterize(font, cluster)
+    glyph = (ink, ox, oy, font.getlength(cluster))
+    table.put(cluster, glyph)
+    return glyph
 
 
 _DIRECT = True  # Pillow's renderer draws straight into a numpy array (False: this Pillow's API differs)
@@ -73,7 +71,7 @@ def line_ink(text: str, font: ImageFont.FreeTypeFont, line_box: bool = False) ->
     x1 = y1 = -(1 << 30)
     table = glyph_table(font)
     for cluster in clusters(text):  # the hot loop of generation: bounds kept on the way
-        ink, ox, oy, advance = table.get(cluster) or _cluster_glyphs(table, font, cluster)
+        ink, ox, oy, advance = table.get(cluster) or _new_cluster(table, font, cluster)
         h, w = ink.shape
         if h and w:
             px = round(x) + ox

@@ -161,7 +161,7 @@ def _finalize(
     version = f"{cfg.name}-{hashlib.sha256(manifest).hexdigest()[:12]}"
     card = dataset_card(cfg, version, records, default_charset(), factory)
     grid = sink.tmp / GRID
-    sample_grid_image(sink.uri, records).save(grid)
+    sample_grid_image(sink.uri, records).save(grid, compress_level=1)  # a picture for people: fast deflate
     sink.commit(grid, GRID)
     sink.write_text(CARD, json.dumps(card, ensure_ascii=False, indent=1))
     sink.write_text("card.md", card_markdown(card))
