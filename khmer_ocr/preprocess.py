@@ -27,17 +27,87 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return img
 
 
-def prepare_line(image: np.ndarray, height: int, max_width: int = 1600) -> np.ndarray:
-    """Grayscale, polarity fixed (the background, the majority of pixels, becomes paper), contrast
-    stretched, resized to `height` keeping the aspect ratio; returns float32 with ink = 1."""
-    gray = to_gray(image)
+# Paper around the text. Training lines carry 2-30 % of the ink's height above and below it and up to about
+# half of it at either end; a crop with much more (a detector's generous box, a line rendered on a tall
+# canvas) would shrink the text at the model's input height: a margin beyond its MAX_* is cut back to its
+# KEEP_* (fractions of the ink's height). Above and below, every margin is capped at 15 %: the reference
+# model read 600 val lines best so (CER 5.95 % against 6.28 % as given and 5.96-6.01 % at 20-25 %).
+KEEP_MARGIN = MAX_MARGIN = 0.15  # above and below the ink
+KEEP_SIDE, MAX_SIDE = 0.3, 1.0  # before and after it
+TRIM_PASSES = 3
+
+
+def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """np.percentile(gray, qs) of a uint8 image to the last bit, from its histogram (8x faster: no sort)."""
+    counts = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
+    below = np.cumsum(counts)  # values <= v
+    rank = (gray.size - 1) * (np.asarray(qs, np.float64) / 100.0)
+    i = np.floor(rank)
+    a = np.searchsorted(below, i, side="right").astype(np.float64)  # the i-th smallest value
+    b = np.searchsorted(below, np.minimum(i + 1, gray.size - 1), side="right").astype(np.float64)
+    t = rank - i
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)  # numpy's linear interpolation
+
+
+def scaled_ink(gray: np.ndarray, height: int, max_width: int) -> np.ndarray:
+    """Resized to `height` (aspect kept), polarity fixed, contrast stretched: float32, ink = 1."""
     h, w = gray.shape
     new_w = int(min(max_width, max(MIN_WIDTH, round(w * height / h))))
     interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
     gray = cv2.resize(gray, (new_w, height), interpolation=interp)
-    lo, med, hi = np.percentile(gray, (2, 50, 98))
+    lo, med, hi = percentiles(gray, (2, 50, 98))
     ink = (hi - gray.astype(np.float32)) if med >= (lo + hi) / 2 else (gray.astype(np.float32) - lo)
     return np.clip(ink / max(float(hi - lo), 16.0), 0.0, 1.0)
+
+
+def ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), end-exclusive, of the text in a normalized line (ink = 1): the rows and
+    columns where ink (> 0.5) is more than stray noise; None when there is none. Anything that looks like
+    ink widens the box: the box errs towards keeping paper, never towards cutting text."""
+    on = ink > 0.5
+    per_row = np.count_nonzero(on, axis=1)
+    rows = np.flatnonzero(per_row >= max(2, 0.01 * per_row.max()))
+    if rows.size == 0:
+        return None
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(np.count_nonzero(on[top:bottom], axis=0))
+    return top, bottom, int(cols[0]), int(cols[-1]) + 1
+
+
+def _trimmed(gray: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+    """gray with its excess margins cut back (see KEEP_MARGIN), or None when none is in excess."""
+    box = ink_box(ink)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    text = bottom - top
+    h, w = ink.shape
+    margins = (top, h - bottom, left, w - right)
+    limits = (MAX_MARGIN, MAX_MARGIN, MAX_SIDE, MAX_SIDE)
+    if all(m <= limit * text for m, limit in zip(margins, limits, strict=True)):
+        return None
+    keep = [
+        min(m, k * text) if m > limit * text else m
+        for m, k, limit in zip(margins, (KEEP_MARGIN, KEEP_MARGIN, KEEP_SIDE, KEEP_SIDE), limits, strict=True)
+    ]
+    sy, sx = gray.shape[0] / h, gray.shape[1] / w  # original pixels per normalized pixel
+    y0, y1 = max(0, int((top - keep[0]) * sy)), min(gray.shape[0], int(np.ceil((bottom + keep[1]) * sy)))
+    x0, x1 = max(0, int((left - keep[2]) * sx)), min(gray.shape[1], int(np.ceil((right + keep[3]) * sx)))
+    return gray[y0:y1, x0:x1]
+
+
+def prepare_line(image: np.ndarray, height: int, max_width: int = 1600) -> np.ndarray:
+    """Grayscale, polarity fixed (the background, the majority of pixels, becomes paper), excess paper
+    around the text cut back, contrast stretched, resized to `height` keeping the aspect ratio; returns
+    float32 with ink = 1."""
+    gray = to_gray(image)
+    ink = scaled_ink(gray, height, max_width)
+    for _ in range(TRIM_PASSES):  # each pass finds the text more precisely at its larger scale
+        trimmed = _trimmed(gray, ink)
+        if trimmed is None:
+            break
+        gray, ink = trimmed, scaled_ink(trimmed, height, max_width)
+    return ink
 
 
 def batch_lines(lines: list[np.ndarray], multiple: int = 4) -> tuple[np.ndarray, np.ndarray]:
