@@ -52,7 +52,7 @@ lint: venv
 	@$(BIN)/ruff check khmer_ocr tests bench serving dags plugins
 	@$(BIN)/ruff format --check khmer_ocr tests bench serving dags plugins
 
-# BENCH_DATA=data/reference: the dataset bench/peers.py reads (default: a small one it generates)
+# BENCH_DATA=data/reference: the dataset bench/peers.py and bench/robustness.py read (default: a small one each generates)
 BENCH_DATA ?=
 
 bench: setup
@@ -62,6 +62,7 @@ bench: setup
 	@$(BIN)/python bench/inference.py
 	@$(BIN)/python bench/rest.py
 	@$(BIN)/python bench/peers.py $(if $(BENCH_DATA),--data $(BENCH_DATA),)
+	@$(BIN)/python bench/robustness.py $(if $(BENCH_DATA),--data $(BENCH_DATA),)
 	@$(BIN)/python bench/pages.py
 
 clean:
