@@ -3,10 +3,11 @@
 The same lines of a generated dataset (--data; without it a small one is generated into a temporary folder)
 read as generated and transformed as real crops often are: extra paper around the text (a detector's
 generous box, a line rendered on a tall canvas), smaller text (screen text scaled down to 24, 20 or 16 px of
-image height), a rule under the line (an underline, a table border), and bilevel scans (Otsu binarization).
-Prints one markdown table of CER per variant, with the change against the lines as generated. The margin
-variants measure `prepare_line`'s trimming (docs/recognizer.md, "Margins"); the others are gaps that
-training data has to close.
+image height), a rule under the line (an underline) or a ruled box around it (a table cell), and bilevel
+scans (Otsu binarization).
+Prints one markdown table of CER per variant, with the change against the lines as generated. Margins and
+rules are `prepare_line`'s to handle (docs/recognizer.md, "Margins and rules"); small text and bilevel
+scans are for the training data.
 
 Run: `.venv/bin/python bench/robustness.py --data data/eval-final --split val --max-lines 600` (about a
 minute per 600 lines and variant on one core).
@@ -65,6 +66,16 @@ def underlined(gray: np.ndarray) -> np.ndarray:
     return out
 
 
+def boxed(gray: np.ndarray) -> np.ndarray:
+    """In a ruled box (a table cell): rules 4 % of the height thick, 20 % of the height from the line."""
+    h = gray.shape[0]
+    m, t = h // 5, max(1, h // 25)
+    out = cv2.copyMakeBorder(gray, m, m, m, m, cv2.BORDER_CONSTANT, value=_paper(gray))
+    ink = 255 if np.median(gray) < 128 else 0
+    out[:t], out[-t:], out[:, :t], out[:, -t:] = ink, ink, ink, ink
+    return out
+
+
 def binarized(gray: np.ndarray) -> np.ndarray:
     return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
 
@@ -80,6 +91,7 @@ VARIANTS: dict[str, Variant] = {
     "scaled to 20 px high": scaled_to(20),
     "scaled to 16 px high": scaled_to(16),
     "a rule under the line": underlined,
+    "in a ruled box (a table cell)": boxed,
     "Otsu binarized": binarized,
 }
 

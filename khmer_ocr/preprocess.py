@@ -50,15 +50,80 @@ def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)  # numpy's linear interpolation
 
 
+def _stretched(gray: np.ndarray) -> np.ndarray:
+    """Polarity fixed (the median is paper) and contrast stretched between the 2nd and 98th percentiles:
+    float32, ink = 1."""
+    lo, med, hi = percentiles(gray, (2, 50, 98))
+    ink = (hi - gray.astype(np.float32)) if med >= (lo + hi) / 2 else (gray.astype(np.float32) - lo)
+    return np.clip(ink / max(float(hi - lo), 16.0), 0.0, 1.0)
+
+
 def scaled_ink(gray: np.ndarray, height: int, max_width: int) -> np.ndarray:
-    """Resized to `height` (aspect kept), polarity fixed, contrast stretched: float32, ink = 1."""
+    """Resized to `height` (aspect kept), polarity fixed, contrast stretched, rules erased; ink = 1."""
     h, w = gray.shape
     new_w = int(min(max_width, max(MIN_WIDTH, round(w * height / h))))
     interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
     gray = cv2.resize(gray, (new_w, height), interpolation=interp)
-    lo, med, hi = percentiles(gray, (2, 50, 98))
-    ink = (hi - gray.astype(np.float32)) if med >= (lo + hi) / 2 else (gray.astype(np.float32) - lo)
-    return np.clip(ink / max(float(hi - lo), 16.0), 0.0, 1.0)
+    ink = _stretched(gray)
+    cleared = remove_rules(ink)
+    if cleared is ink:
+        return ink
+    # a rule as dark as ink or darker sets the contrast: stretch again with the rules made paper
+    gray[(cleared == 0.0) & (ink != 0.0)] = int(np.median(gray))
+    return _stretched(gray)
+
+
+RULE_LENGTH = 2.0  # a horizontal run of ink this many line heights long (or 90 % of a short line) is a rule
+RULE_SPAN = 0.9  # a vertical run of ink over this share of the height is a rule (a table border)
+RULE_THICKNESS = 0.1  # of the line's height at most, with paper on at least one side of it
+
+
+def _rules(on: np.ndarray, length: int, thickness: int) -> np.ndarray | None:
+    """Where `on` (uint8, 1 = ink) has rules along its rows, with their fringes (a bool mask), or None: runs
+    at least `length` long in a band of rows at most `thickness` thick with mostly paper a row or two on
+    either side."""
+    rows = np.flatnonzero(cv2.reduce(on, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() >= length)
+    if rows.size == 0:  # no row has that much ink
+        return None
+    run = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))
+    centres = cv2.erode(on[rows], run)  # where a run of `length` fits
+    found = centres.any(axis=1)
+    if not found.any():
+        return None
+    rows, runs = rows[found], cv2.dilate(centres[found], run).astype(bool)  # the runs themselves
+    mask, n = None, on.shape[0]
+    for band in np.split(np.arange(rows.size), np.flatnonzero(np.diff(rows) > 1) + 1):
+        top, bottom = int(rows[band[0]]), int(rows[band[-1]]) + 1
+        if bottom - top > thickness:
+            continue
+        cols = runs[band].any(axis=0)
+        before = on[top - 2, cols].mean() if top >= 2 else 0.0
+        after = on[bottom + 1, cols].mean() if bottom + 1 < n else 0.0
+        if before >= 0.5 or after >= 0.5:
+            continue
+        mask = np.zeros(on.shape, bool) if mask is None else mask
+        mask[max(0, top - 1) : bottom + 1, cols] = True  # with the rule's anti-aliased edges
+    return mask
+
+
+def remove_rules(ink: np.ndarray) -> np.ndarray:
+    """ink with rules erased: underlines, table and form borders. A rule is an unbroken run of ink longer
+    than any letter (RULE_LENGTH, RULE_SPAN) in a thin band (RULE_THICKNESS) with mostly paper just beside
+    it; blurred text also makes long runs, but in thick bands inside ink. ink itself when there is none."""
+    h, w = ink.shape
+    thickness = max(2, round(RULE_THICKNESS * h))
+    on = (ink > 0.5).view(np.uint8)
+    across = min(round(RULE_LENGTH * h), round(0.9 * w))
+    rows = _rules(on, across, thickness) if across >= h else None
+    cols = _rules(np.ascontiguousarray(on.T), round(RULE_SPAN * h), thickness)
+    if rows is None and cols is None:
+        return ink
+    out = ink.copy()
+    if rows is not None:
+        out[rows] = 0.0
+    if cols is not None:
+        out[cols.T] = 0.0
+    return out
 
 
 def ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -67,9 +132,9 @@ def ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     ink widens the box: the box errs towards keeping paper, never towards cutting text."""
     on = ink > 0.5
     per_row = np.count_nonzero(on, axis=1)
-    rows = np.flatnonzero(per_row >= max(2, 0.01 * per_row.max()))
-    if rows.size == 0:
+    if per_row.max() < max(3, 0.02 * ink.shape[1]):  # no row that text would fill: stray ink only
         return None
+    rows = np.flatnonzero(per_row >= max(2, 0.01 * per_row.max()))
     top, bottom = int(rows[0]), int(rows[-1]) + 1
     cols = np.flatnonzero(np.count_nonzero(on[top:bottom], axis=0))
     return top, bottom, int(cols[0]), int(cols[-1]) + 1

@@ -1,5 +1,5 @@
 """The one preprocessing of training and prediction: excess paper around a line is cut back, so a generous
-crop reads like a tight one."""
+crop reads like a tight one, and rules (underlines, table borders) are erased."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from khmer_ocr.model_folder import REFERENCE_MODEL
-from khmer_ocr.preprocess import KEEP_MARGIN, ink_box, percentiles, prepare_line, scaled_ink
+from khmer_ocr.preprocess import (
+    KEEP_MARGIN,
+    ink_box,
+    percentiles,
+    prepare_line,
+    remove_rules,
+    scaled_ink,
+)
 from khmer_ocr.torchserve.deploy import SMOKE_IMAGE, SMOKE_TEXT
 
 HEIGHT = 48
@@ -86,3 +93,37 @@ def test_percentiles_from_the_histogram_equal_numpys_to_the_last_bit() -> None:
         if k % 3 == 0:
             gray = np.clip(gray, 200, 220).astype(np.uint8)  # few distinct values: ties everywhere
         assert np.array_equal(percentiles(gray, (2, 50, 98)), np.percentile(gray, (2, 50, 98)))
+
+
+def _ruled(gray: np.ndarray, box: bool) -> np.ndarray:
+    """A rule under the line (an underline), or a ruled box around it (a table cell)."""
+    h = gray.shape[0]
+    m, t = h // 5, max(2, h // 16)
+    out = _pad(gray, m / h, m / h if box else 0.0)
+    if box:
+        out[:t], out[-t:], out[:, :t], out[:, -t:] = 0, 0, 0, 0
+    else:  # just under the letters, inside the margin that trimming keeps
+        below = m + int(np.flatnonzero((gray < 128).any(axis=1))[-1]) + 2
+        out[below : below + t] = 0
+    return out
+
+
+@pytest.mark.parametrize("box", [False, True])
+def test_rules_are_erased_and_the_line_reads_as_without_them(box: bool) -> None:
+    from khmer_ocr.inference import Recognizer
+
+    ruled = prepare_line(_ruled(_smoke_line(), box), HEIGHT)
+    rows = np.count_nonzero(ruled > 0.5, axis=1)
+    assert rows.max() < 0.9 * ruled.shape[1]  # no row of unbroken ink is left
+    assert np.count_nonzero(ruled[:, :2] > 0.5) == 0  # nor the box's sides
+    (pred,) = Recognizer.load(REFERENCE_MODEL).predict([_ruled(_smoke_line(), box)])
+    assert pred.text == SMOKE_TEXT.read_text(encoding="utf-8").strip()
+
+
+def test_blurred_text_is_not_taken_for_a_rule() -> None:
+    """Blur joins letters into long runs of ink, but in a thick band inside the text: nothing is erased."""
+    blurred = cv2.GaussianBlur(_smoke_line(), (0, 0), 3.0)
+    ink = scaled_ink(blurred, HEIGHT, 1600)
+    run = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * HEIGHT, 1))
+    assert cv2.erode((ink > 0.5).astype(np.uint8), run).any()  # runs as long as a rule's are there
+    assert remove_rules(ink) is ink
