@@ -62,7 +62,9 @@ def scaled_ink(gray: np.ndarray, height: int, max_width: int) -> np.ndarray:
     """Resized to `height` (aspect kept), polarity fixed, contrast stretched, rules erased; ink = 1."""
     h, w = gray.shape
     new_w = int(min(max_width, max(MIN_WIDTH, round(w * height / h))))
-    interp = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+    # shrink by area; enlarge bicubically: small (screen) text read better so (600 val lines scaled to 24 / 20
+    # px high: CER 7.4 / 10.8 % against 9.0 / 12.6 % enlarged linearly; lines as generated alike)
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_CUBIC
     gray = cv2.resize(gray, (new_w, height), interpolation=interp)
     ink = _stretched(gray)
     cleared = remove_rules(ink)
