@@ -38,10 +38,17 @@ KEEP_SIDE, MAX_SIDE = 0.3, 1.0  # before and after it
 TRIM_PASSES = 3
 
 
-def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
-    """np.percentile(gray, qs) of a uint8 image to the last bit, from its histogram (8x faster: no sort)."""
-    counts = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
-    below = np.cumsum(counts)  # values <= v
+def histogram(gray: np.ndarray) -> np.ndarray:
+    """Exact counts (float64) of the 256 levels of a uint8 image."""
+    if gray.size < 1 << 24:  # OpenCV's float32 counts stay exact
+        return cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    return np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+
+
+def percentiles(gray: np.ndarray, qs: tuple[float, ...], counts: np.ndarray | None = None) -> np.ndarray:
+    """np.percentile(gray, qs) of a non-empty uint8 image to the last bit, from its histogram (`counts`,
+    when already made): 8x faster, no sort."""
+    below = np.cumsum(histogram(gray) if counts is None else counts)  # values <= v
     rank = (gray.size - 1) * (np.asarray(qs, np.float64) / 100.0)
     i = np.floor(rank)
     a = np.searchsorted(below, i, side="right").astype(np.float64)  # the i-th smallest value

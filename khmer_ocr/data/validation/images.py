@@ -11,13 +11,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from khmer_ocr import storage
 from khmer_ocr.data.format import shard_problem
 from khmer_ocr.data.reader import Dataset, decode_gray
+from khmer_ocr.preprocess import histogram, percentiles
 from khmer_ocr.processes import worker_pool
 
 # Per-image columns; None where unknown (no bytes to check, or nothing decoded), which GX counts as missing.
@@ -112,26 +112,14 @@ def _one_image(rec: dict, shard: bytes | None) -> dict:
 
 
 _LEVELS = np.arange(256, dtype=np.float64)
-_QUANTILES = np.array([0.01, 0.99])
 
 
 def gray_stats(gray: np.ndarray) -> tuple[float, float]:
     """(standard deviation, p99 - p1) of a non-empty uint8 image, from its histogram: the values of
     np.std and of np.percentile's linear method, without sorting or converting the pixels."""
     n = gray.size
-    if n < 1 << 24:  # float32 counts stay exact
-        counts = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel().astype(np.float64)
-    else:
-        counts = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    counts = histogram(gray)
     mean = float(counts @ _LEVELS) / n
     std = math.sqrt(float(counts @ (_LEVELS - mean) ** 2) / n)
-    cum = np.cumsum(counts)
-    index = n * _QUANTILES + (1 - _QUANTILES) - 1  # numpy's virtual index of the linear method
-    below = np.floor(index)
-    lo = np.minimum(below, n - 1)
-    hi = np.minimum(below + 1, n - 1)
-    a = np.searchsorted(cum, lo, side="right").astype(np.float64)  # the values at sorted positions lo, hi
-    b = np.searchsorted(cum, hi, side="right").astype(np.float64)
-    t = index - below
-    p1, p99 = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)  # numpy's _lerp
+    p1, p99 = percentiles(gray, (1, 99), counts)
     return std, float(p99 - p1)
