@@ -159,12 +159,11 @@ def _trimmed(gray: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
     h, w = ink.shape
     margins = (top, h - bottom, left, w - right)
     limits = (MAX_MARGIN, MAX_MARGIN, MAX_SIDE, MAX_SIDE)
-    if all(m <= limit * text + 1 for m, limit in zip(margins, limits, strict=True)):  # 1 px: precision
+    excess = [m > limit * text + 1 for m, limit in zip(margins, limits, strict=True)]  # 1 px: precision
+    if not any(excess):
         return None
-    keep = [
-        min(m, k * text) if m > limit * text + 1 else m
-        for m, k, limit in zip(margins, (KEEP_MARGIN, KEEP_MARGIN, KEEP_SIDE, KEEP_SIDE), limits, strict=True)
-    ]
+    keeps = (KEEP_MARGIN, KEEP_MARGIN, KEEP_SIDE, KEEP_SIDE)  # each <= its limit: cutting back never adds
+    keep = [k * text if e else m for m, k, e in zip(margins, keeps, excess, strict=True)]
     sy, sx = gray.shape[0] / h, gray.shape[1] / w  # original pixels per normalized pixel
     y0, y1 = max(0, int((top - keep[0]) * sy)), min(gray.shape[0], int(np.ceil((bottom + keep[1]) * sy)))
     x0, x1 = max(0, int((left - keep[2]) * sx)), min(gray.shape[1], int(np.ceil((right + keep[3]) * sx)))
