@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import ImageFont
 
+from khmer_ocr.data import augment
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.fonts import select_fonts
 from khmer_ocr.data.generate import SampleFactory
-from khmer_ocr.data.render import LineRenderer, load_font
+from khmer_ocr.data.render import LineRenderer, load_font, render_mask
 
 KHMER_OS = "/usr/share/fonts/truetype/khmeros/KhmerOS.ttf"
 
@@ -111,3 +114,19 @@ def test_baseline_wave_moves_columns_as_rolling_them_would() -> None:
         shift = rng.integers(-amp, amp + 1, canvas.shape[1])
         rolled = np.stack([np.roll(canvas[:, c], s) for c, s in enumerate(shift)], axis=1)
         assert np.array_equal(_shift_columns(canvas, shift), rolled)
+
+
+def test_binarized_lines_are_black_and_white_with_the_text_kept() -> None:
+    cfg = DataConfig()
+    soft = replace(cfg.level(3), blur_prob=1.0, noise_prob=0.0, jpeg_prob=0.0, invert_prob=0.0)
+    soft = replace(soft, binarize_prob=0.0, background_prob=0.0, gradient_prob=0.0, downup_prob=0.0)
+    hard = replace(soft, binarize_prob=1.0)
+    mask = render_mask("ព្រះរាជាណាចក្រកម្ពុជា", load_font(KHMER_OS, 24), np.random.default_rng(0), soft)
+    mask = augment.fit_height(mask, cfg.image_height, cfg.max_width)
+    for seed in range(5):
+        gray = augment.photometric(mask, np.random.default_rng(seed), soft)
+        bw = augment.photometric(mask, np.random.default_rng(seed), hard)
+        assert set(np.unique(bw).tolist()) == {0, 255}
+        ink, ink_bw = gray < np.percentile(gray, 50) - 40, bw == 0
+        # the threshold sits near Otsu's: the black pixels are the gray line's ink, give or take its fringe
+        assert (ink & ink_bw).sum() > 0.6 * ink.sum() and ink_bw.sum() < 2.0 * ink.sum()

@@ -2,8 +2,8 @@
 
 Geometric steps work on the ink coverage mask (rotation, shear, perspective and the scaling to the target
 height, as one warp); photometric steps compose ink over paper and degrade the result (texture,
-illumination gradient, contrast, brightness, Gaussian and motion blur, noise, down-and-up scaling, JPEG
-artefacts, inversion). Images are 2-D uint8 arrays; OpenCV does the resampling and filtering.
+illumination gradient, contrast, brightness, Gaussian and motion blur, down-and-up scaling, binarization,
+noise, JPEG artefacts, inversion). Images are 2-D uint8 arrays; OpenCV does the resampling and filtering.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from khmer_ocr.data.config import LevelConfig
+from khmer_ocr.preprocess import percentiles
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -119,6 +120,15 @@ def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
     return k / k.sum()
 
 
+def binarize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Black and white as a bilevel scanner or fax makes it: a threshold near Otsu's, up to a tenth of the
+    ink-paper distance darker or lighter, so strokes come out thinner or bolder, sometimes broken."""
+    otsu, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    lo, hi = (float(v) for v in percentiles(image, (2, 98)))
+    level = otsu + rng.uniform(-0.1, 0.1) * max(hi - lo, 1.0)
+    return np.where(image > level, np.uint8(255), np.uint8(0))
+
+
 def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> np.ndarray:
     """Compose ink over paper and degrade it; returns uint8 grayscale, dark text on light unless inverted."""
     level, ink = _uniform(rng, lv.paper) / 255.0, _uniform(rng, lv.gray_ink) / 255.0
@@ -154,6 +164,8 @@ def photometric(mask: np.ndarray, rng: np.random.Generator, lv: LevelConfig) -> 
         f = _uniform(rng, lv.downup_scale)
         small = cv2.resize(out, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if lv.binarize_prob and rng.random() < lv.binarize_prob:
+        out = binarize(out, rng)
     if rng.random() < lv.noise_prob:
         std = _uniform(rng, lv.noise_std)
         noisy = gaussian_noise(rng, out.shape) * std  # in place: out + std * noise

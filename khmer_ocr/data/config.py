@@ -34,6 +34,8 @@ class LevelConfig:
     jpeg_quality: tuple[int, int] = (30, 80)
     downup_prob: float = 0.0
     downup_scale: tuple[float, float] = (0.4, 0.8)
+    # bilevel scan or fax: thresholded near Otsu's level after blur and scaling, before noise and JPEG
+    binarize_prob: float = 0.0
     invert_prob: float = 0.0  # light text on dark ground
 
 
@@ -68,6 +70,7 @@ def default_levels() -> list[LevelConfig]:
             noise_prob=0.4,
             jpeg_prob=0.2,
             downup_prob=0.2,
+            binarize_prob=0.04,
             invert_prob=0.05,
             gray_ink=(0, 80),
             paper=(200, 255),
@@ -90,6 +93,7 @@ def default_levels() -> list[LevelConfig]:
             noise_prob=0.5,
             jpeg_prob=0.35,
             downup_prob=0.3,
+            binarize_prob=0.06,
             invert_prob=0.1,
             gray_ink=(0, 100),
             paper=(180, 255),
@@ -115,6 +119,7 @@ def default_levels() -> list[LevelConfig]:
             jpeg_quality=(20, 60),
             downup_prob=0.4,
             downup_scale=(0.45, 0.8),
+            binarize_prob=0.08,
             invert_prob=0.15,
             gray_ink=(0, 110),
             paper=(160, 255),
