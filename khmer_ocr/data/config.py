@@ -33,6 +33,8 @@ class LevelConfig:
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (30, 80)
     downup_prob: float = 0.0
+    # down-scaled then up again, as a fraction of the height: 0.3 of 48 px is text 14 px high (small print,
+    # a low-resolution scan or screenshot)
     downup_scale: tuple[float, float] = (0.4, 0.8)
     # bilevel scan or fax: thresholded near Otsu's level after blur and scaling, before noise and JPEG
     binarize_prob: float = 0.0
@@ -51,6 +53,7 @@ def default_levels() -> list[LevelConfig]:
             baseline_jitter=0.02,
             noise_prob=0.2,
             blur_prob=0.2,
+            downup_prob=0.1,
             contrast=(0.85, 1.0),
             gray_ink=(0, 60),
             paper=(220, 255),
@@ -70,6 +73,7 @@ def default_levels() -> list[LevelConfig]:
             noise_prob=0.4,
             jpeg_prob=0.2,
             downup_prob=0.2,
+            downup_scale=(0.3, 0.8),
             binarize_prob=0.04,
             invert_prob=0.05,
             gray_ink=(0, 80),
@@ -93,6 +97,7 @@ def default_levels() -> list[LevelConfig]:
             noise_prob=0.5,
             jpeg_prob=0.35,
             downup_prob=0.3,
+            downup_scale=(0.3, 0.8),
             binarize_prob=0.06,
             invert_prob=0.1,
             gray_ink=(0, 100),
@@ -118,7 +123,7 @@ def default_levels() -> list[LevelConfig]:
             jpeg_prob=0.5,
             jpeg_quality=(20, 60),
             downup_prob=0.4,
-            downup_scale=(0.45, 0.8),
+            downup_scale=(0.3, 0.8),
             binarize_prob=0.08,
             invert_prob=0.15,
             gray_ink=(0, 110),

@@ -19,8 +19,9 @@ MAX_TEXT_TRIES = 20
 MAX_SPLIT_TRIES = 10_000  # texts drawn to find one of the wanted splits (cheap: nothing is rendered)
 # Bump when a change to the code alters the bytes generated for the same config; a dataset is only
 # resumed or extended by the revision that started it. 3: paper mottle upscaled linearly (was cubic).
-# 4: binarized lines (LevelConfig.binarize_prob) at levels 3-5.
-GENERATOR_REVISION = 4
+# 4: binarized lines (LevelConfig.binarize_prob) at levels 3-5. 5: down-up scaling at level 2 and down to
+# 0.3 of the height at levels 3-5 (small, low-resolution text).
+GENERATOR_REVISION = 5
 
 
 def generator_identity() -> dict[str, str | int]:
