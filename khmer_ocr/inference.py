@@ -1,11 +1,14 @@
 """Recognizer: load a trained model (folder, or the committed reference model), preprocess, predict.
 
 A model folder holds `model.safetensors` (weights, no pickle), `model.yaml` (architecture and input
-size) and `charset.json`; the trainer writes one for every best checkpoint.
+size) and `charset.json`; the trainer writes one for every best checkpoint. A CTC model folder may also
+hold `lm.safetensors`, a character language model (`khmer-ocr lm`): lines are then decoded by
+beam search with it (settings in model.yaml's `decoding:`), else by best path.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,9 +19,11 @@ import yaml
 
 from khmer_ocr.config import from_dict
 from khmer_ocr.errors import ModelLoadError
-from khmer_ocr.model_folder import CHARSET, MODEL_YAML, WEIGHTS, missing_files
+from khmer_ocr.model_folder import CHARSET, LANGUAGE_MODEL, MODEL_YAML, WEIGHTS, missing_files
 from khmer_ocr.model_store import model_dir
 from khmer_ocr.models import ModelConfig, build_model, serving_model
+from khmer_ocr.models.char_lm import CharNgramLM
+from khmer_ocr.models.ctc_beam import BeamConfig, beam_search
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 
@@ -79,20 +84,49 @@ class Recognizer:
     """Khmer text-line recognition: `Recognizer.load(ref).predict(images)`."""
 
     def __init__(
-        self, model: torch.nn.Module, cfg: ModelConfig, charset: Charset, device: str = "cpu"
+        self,
+        model: torch.nn.Module,
+        cfg: ModelConfig,
+        charset: Charset,
+        device: str = "cpu",
+        lm: CharNgramLM | None = None,
+        decoding: BeamConfig | None = None,
     ) -> None:
         self.model, self.cfg, self.charset, self.device = model.eval(), cfg, charset, torch.device(device)
         self.max_width = 1600
+        if lm is not None and cfg.arch not in CTC_ARCHS:
+            raise ValueError(
+                f"a language model decodes CTC models ({', '.join(CTC_ARCHS)}), not {cfg.arch!r}"
+            )
+        self.lm, self.decoding = lm, decoding or BeamConfig()
 
     @classmethod
     def load(
-        cls, ref: str | Path | None = None, device: str = "cpu", tracking_uri: str | None = None
+        cls,
+        ref: str | Path | None = None,
+        device: str = "cpu",
+        tracking_uri: str | None = None,
+        use_lm: bool = True,
     ) -> Recognizer:
         """ref: a model folder (local or s3://), `models:/<name>@<alias>` / `models:/<name>/<version>`
         (the MLflow registry at tracking_uri), `runs:/<run_id>/model` (a tracked run's model), or None (the
-        committed reference model); see khmer_ocr.model_store."""
-        model, cfg, charset = load_model(model_dir(ref, tracking_uri), device)
-        return cls(serving_model(model, device), cfg, charset, device)
+        committed reference model); see khmer_ocr.model_store. use_lm=False decodes by best path even when
+        the folder has a language model."""
+        folder = model_dir(ref, tracking_uri)
+        model, cfg, charset = load_model(folder, device)
+        lm, decoding = load_decoding(folder) if use_lm and cfg.arch in CTC_ARCHS else (None, None)
+        return cls(serving_model(model, device), cfg, charset, device, lm, decoding)
+
+    @property
+    def decoding_name(self) -> str:
+        """How lines are decoded, for reports."""
+        if self.lm is None:
+            return "best path"
+        d = self.decoding
+        return (
+            f"beam search (width {d.beam_width}) with a {self.lm.order}-gram character LM "
+            f"(weight {d.lm_weight}, length bonus {d.length_bonus})"
+        )
 
     @staticmethod
     def read_image(image) -> np.ndarray:
@@ -127,10 +161,52 @@ class Recognizer:
             idx = order[start : start + batch_size]
             # one line needs no padding: unpadded, the model skips all masking and fuses its BiLSTM
             batch, widths = batch_lines([lines[i] for i in idx], multiple=4 if len(idx) > 1 else 1)
-            ids, probs = self.model.decode(
-                torch.from_numpy(batch).to(self.device), torch.from_numpy(widths).to(self.device)
+            images, lengths = (
+                torch.from_numpy(batch).to(self.device),
+                torch.from_numpy(widths).to(self.device),
             )
+            if self.lm is not None:
+                for i, pred in zip(idx, self._beam_decode(images, lengths), strict=True):
+                    out[i] = pred
+                continue
+            ids, probs = self.model.decode(images, lengths)
             for i, tok, p in zip(idx, ids, probs, strict=True):
                 conf = math.exp(sum(math.log(max(x, 1e-12)) for x in p) / len(p)) if p else 0.0
                 out[i] = Prediction(self.charset.decode(list(tok)), conf)
         return [p for p in out if p is not None]
+
+    def _beam_decode(self, images: torch.Tensor, widths: torch.Tensor) -> list[Prediction]:
+        """Beam search with the language model; confidence: the CTC probability of the text, per character
+        (geometric mean), as best path's is per character too."""
+        assert self.lm is not None
+        out = self.model(images, widths)
+        log_probs = out["ctc_logits"].float().log_softmax(-1).cpu().numpy()
+        first = len(self.charset.specials)
+        preds = []
+        for row, n in zip(log_probs, out["ctc_lengths"].tolist(), strict=True):
+            text, ctc_logp = beam_search(row[:n], self.charset.chars, first, self.lm, self.decoding)
+            preds.append(Prediction(text, min(1.0, math.exp(ctc_logp / len(text))) if text else 0.0))
+        return preds
+
+
+CTC_ARCHS = ("ctc", "fast")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_lm(path: str, mtime_ns: int, size: int) -> CharNgramLM:
+    return CharNgramLM.load(path)
+
+
+def load_decoding(folder: str | Path) -> tuple[CharNgramLM | None, BeamConfig | None]:
+    """A model folder's language model (read once per process and file) and beam settings; (None, None)
+    when it has none."""
+    path = Path(folder) / LANGUAGE_MODEL
+    if not path.is_file():
+        return None, None
+    doc = yaml.safe_load((Path(folder) / MODEL_YAML).read_text(encoding="utf-8"))
+    decoding = from_dict(BeamConfig, doc.get("decoding") or {})
+    stat = path.stat()
+    try:
+        return _cached_lm(str(path.resolve()), stat.st_mtime_ns, stat.st_size), decoding
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc

@@ -29,7 +29,14 @@ from pathlib import Path
 from khmer_ocr import storage
 from khmer_ocr.cache import cache_dir
 from khmer_ocr.errors import ModelLoadError
-from khmer_ocr.model_folder import CHARSET, MODEL_YAML, REFERENCE_MODEL, WEIGHTS, missing_files
+from khmer_ocr.model_folder import (
+    CHARSET,
+    LANGUAGE_MODEL,
+    MODEL_YAML,
+    REFERENCE_MODEL,
+    WEIGHTS,
+    missing_files,
+)
 
 SHA256_TAG = "model_sha256"  # the logged weights' checksum (a tag of the run and of the logged model)
 REGISTRY_SCHEMES = ("models:/", "runs:/")
@@ -88,6 +95,10 @@ def _download_s3_model(uri: str) -> Path:
     try:
         for name in (WEIGHTS, MODEL_YAML, CHARSET):  # always fetched: the URI may hold a newer model
             storage.get_file(storage.join(uri, name), dest / name)
+        if LANGUAGE_MODEL in names:
+            storage.get_file(storage.join(uri, LANGUAGE_MODEL), dest / LANGUAGE_MODEL)
+        else:
+            (dest / LANGUAGE_MODEL).unlink(missing_ok=True)
     except storage.StorageError as exc:
         raise ModelLoadError(f"cannot download model {uri}: {exc}") from exc
     return dest

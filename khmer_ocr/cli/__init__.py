@@ -18,6 +18,7 @@ Typical use:
   khmer-ocr tune --data data/demo --out runs/p31           phase 3.1: seven configurations, best picked
   khmer-ocr evaluate --model runs/b/model --data data/demo test splits against the milestone gates
   khmer-ocr predict line.png                               read images with the reference model
+  khmer-ocr lm --model runs/b/model                        a character LM it then decodes with (beam search)
   khmer-ocr export --out model.pt                          TorchScript, checked against eager PyTorch
   khmer-ocr bundle --out b --python-version 3.12           offline training folder: bash b/run.sh --minutes M
   khmer-ocr register --run RUN_ID --data data/demo         model version; alias candidate if gates pass

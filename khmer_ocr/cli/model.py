@@ -1,4 +1,4 @@
-"""`khmer-ocr` model commands: train, tune (phase 3.1), evaluate, predict, export, average."""
+"""`khmer-ocr` model commands: train, tune (phase 3.1), evaluate, predict, export, average, lm."""
 
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--gates", default="milestones", help="gate set name or YAML path (line datasets)")
     p.add_argument("--max-lines", type=int, help="at most this many lines (or pages) per split")
     p.add_argument("--report", default="evaluation.json", help="where to write the JSON report")
+    add_no_lm(p)
     p = sub.add_parser(
         "predict",
         help="recognize text-line images, or whole pages with --page",
@@ -90,6 +91,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--model", help="model folder or models:/name@alias (default: the reference model)")
     p.add_argument("--manifest", help='JSON lines with an "image" field, relative to the manifest\'s folder')
     p.add_argument("--output", help="write JSON lines here instead of standard output")
+    add_no_lm(p)
     p = sub.add_parser(
         "export",
         help="export a CTC model to TorchScript, checked against the eager model",
@@ -110,6 +112,23 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         help="model folders, s3://... or models:/name@alias (MLflow: $MLFLOW_TRACKING_URI)",
     )
     p.add_argument("--out", required=True, help="model folder to write")
+    p = sub.add_parser(
+        "lm",
+        help="give a model folder a character language model for beam-search decoding",
+        description="Counts a character n-gram language model on text lines drawn from the generator's "
+        "text sources (the data profile's text config, a seed of its own: the texts training renders, no "
+        "image) and writes it into the model folder as lm.safetensors, with the beam-search settings in "
+        "model.yaml's decoding: section. Recognizer.load, predict, evaluate and serving then decode CTC "
+        "models by beam search with it (Recognizer.load(..., use_lm=False) or --no-lm: best path).",
+    )
+    p.add_argument("--model", required=True, help="model folder to add the language model to")
+    p.add_argument("--profile", default="reference", help="data profile whose text config is sampled")
+    p.add_argument("--lines", type=int, default=200_000, help="text lines counted")
+    p.add_argument("--order", type=int, default=5, help="n-gram order in code points")
+    p.add_argument("--seed", type=int, default=7919, help="seed of the sampled texts")
+    p.add_argument("--lm-weight", type=float, default=0.4, help="weight of the LM log-probability")
+    p.add_argument("--length-bonus", type=float, default=1.5, help="score added per character")
+    p.add_argument("--beam-width", type=int, default=8, help="prefixes kept per frame")
     return {
         "train": _train,
         "tune": _tune,
@@ -117,7 +136,31 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         "predict": _predict,
         "export": _export,
         "average": _average,
+        "lm": _lm,
     }
+
+
+def _lm(args: argparse.Namespace) -> int:
+    from khmer_ocr.config import load_config, profile_path
+    from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.models.ctc_beam import BeamConfig
+    from khmer_ocr.training.language_model import build_language_model
+
+    cfg = load_config(DataConfig, profile_path("data", args.profile))
+    decoding = BeamConfig(
+        lm_weight=args.lm_weight, length_bonus=args.length_bonus, beam_width=args.beam_width
+    )
+    lm = build_language_model(args.model, cfg, args.lines, args.order, args.seed, decoding)
+    print(f"wrote {Path(args.model) / 'lm.safetensors'}: {len(lm.counts):,} n-grams of order <= {lm.order}")
+    return 0
+
+
+def add_no_lm(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-lm",
+        action="store_true",
+        help="decode by best path even when the model folder has a language model (lm.safetensors)",
+    )
 
 
 def _average(args: argparse.Namespace) -> int:
@@ -198,13 +241,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     splits = tuple(args.splits)
     if Dataset(args.data).kind == "pages":
-        pages = evaluate_pages(args.model, args.data, splits, args.max_lines)
+        from khmer_ocr.inference import Recognizer
+
+        recognizer = Recognizer.load(args.model, use_lm=not args.no_lm)
+        pages = evaluate_pages(args.model, args.data, splits, args.max_lines, recognizer=recognizer)
         print(pages.summary())
         print(f"report: {pages.write(args.report)}")
         return 0
     report = evaluate(
         args.model, args.data, splits, args.gates, args.max_lines, page_data=args.page_data,
-        max_pages=args.max_lines,
+        max_pages=args.max_lines, use_lm=not args.no_lm,
     )  # fmt: skip
     print(report.summary())
     print(f"report: {report.write(args.report)}")
@@ -224,7 +270,7 @@ def _predict(args: argparse.Namespace) -> int:
     if not items:
         print("khmer-ocr predict: error: no images: give image files or --manifest", file=sys.stderr)
         return 2
-    recognizer = Recognizer.load(args.model)
+    recognizer = Recognizer.load(args.model, use_lm=not args.no_lm)
     rows: list[dict] = []
     readable = []
     for name, path in items:

@@ -27,6 +27,7 @@ def evaluate(
     tracking_uri: str | None = None,
     page_data: str | None = None,
     max_pages: int | None = None,
+    use_lm: bool = True,
 ) -> EvaluationReport:
     """Recognize every line of the splits, score them (each split whole and per difficulty level, from the
     records' `difficulty` field), time batch-1 inference on one thread, check gates.
@@ -36,7 +37,7 @@ def evaluate(
     dataset the same model also reads pages of (khmer_ocr.evaluation.pages, at most max_pages per split),
     kept in the report's `pages`; the gates stay on the lines.
     """
-    recognizer = Recognizer.load(model_ref, tracking_uri=tracking_uri)
+    recognizer = Recognizer.load(model_ref, tracking_uri=tracking_uri, use_lm=use_lm)
     dataset = Dataset(dataset_uri)
     if dataset.kind != "lines":
         raise DatasetError(
@@ -77,6 +78,7 @@ def evaluate(
         gate_set=str(gates),
         levels=levels,
     )
+    report.decoding = recognizer.decoding_name
     if page_data:
         pages = evaluate_pages(
             model_ref, page_data, splits, max_pages, batch_size=batch_size, recognizer=recognizer

@@ -36,6 +36,7 @@ class EvaluationReport(JsonReport):
     # PageReport.to_dict() of the pages read beside the lines (evaluate(..., page_data=...)), else empty;
     # shown and logged next to the line metrics, never gated
     pages: dict[str, Any] = field(default_factory=dict)
+    decoding: str = "best path"  # Recognizer.decoding_name: best path, or beam search with a language model
 
     @property
     def page_report(self) -> PageReport | None:
@@ -56,7 +57,7 @@ class EvaluationReport(JsonReport):
         lines = [
             f"model {self.model} on {self.dataset}{version} (gates {self.gate_set!r} on split "
             f"{self.primary_split!r}, "
-            f"{self.created_at})",
+            f"{self.created_at}); decoding: {self.decoding}",
             f"{'split':<18}{'lines':>8}{'chars':>10}{'CER':>10}{'char acc':>10}{'seq acc':>10}"
             f"{'cluster CER':>13}",
         ]

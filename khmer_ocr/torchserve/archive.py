@@ -17,7 +17,7 @@ from pathlib import Path
 
 from khmer_ocr import model_store, storage
 from khmer_ocr.errors import ServingError
-from khmer_ocr.model_folder import FILES, WEIGHTS, missing_files
+from khmer_ocr.model_folder import WEIGHTS, folder_files, missing_files
 from khmer_ocr.names import MODEL_NAME
 
 
@@ -78,7 +78,7 @@ def build_archive(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / archive_name(model_name, version)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".mar-") as tmp:
-        extra = ",".join(str(resolved.model_dir / n) for n in FILES)
+        extra = ",".join(str(p) for p in folder_files(resolved.model_dir))
         cmd = [
             _archiver(),
             "--model-name", model_name,

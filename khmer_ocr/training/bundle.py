@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from khmer_ocr.errors import KhmerOcrError
+from khmer_ocr.model_folder import LANGUAGE_MODEL
 
 MAX_BUNDLE_BYTES = 60 * 2**20
 # What the training path imports beyond torch, numpy, pillow, opencv-python-headless, pyyaml and safetensors
@@ -130,7 +131,9 @@ def _copy_package(dest: Path) -> None:
     import khmer_ocr
 
     src = Path(khmer_ocr.__file__).parent
-    shutil.copytree(src, dest / "khmer_ocr", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    # the reference model's language model only decodes (10 MB): training on the bundle does not need it
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", LANGUAGE_MODEL)
+    shutil.copytree(src, dest / "khmer_ocr", ignore=skip)
 
 
 def _bundle_fonts(dest: Path) -> list[dict]:

@@ -1,0 +1,63 @@
+"""Giving a model folder a character language model: counted on text lines drawn from the generator's
+text sources (the lines training renders, not their images), stored as lm.safetensors beside the weights,
+with the beam-search settings in model.yaml's `decoding:`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from khmer_ocr.data.config import DataConfig
+from khmer_ocr.model_folder import LANGUAGE_MODEL, MODEL_YAML, missing_files
+from khmer_ocr.models.char_lm import CharNgramLM
+from khmer_ocr.models.ctc_beam import BeamConfig
+
+
+def generator_texts(cfg: DataConfig, lines: int, seed: int) -> Iterator[str]:
+    """`lines` texts as the generator composes them (its sources, mixed by weight, and its levels' line
+    lengths in turn), from a seed of their own."""
+    from khmer_ocr.data.sources import LineComposer
+
+    composer = LineComposer(cfg.text)
+    composer.warm_up()
+    rng = np.random.default_rng(seed)
+    for i in range(lines):
+        yield composer.compose(rng, cfg.levels[i % len(cfg.levels)].length)[0]
+
+
+def build_language_model(
+    model_dir: str | Path,
+    cfg: DataConfig,
+    lines: int = 200_000,
+    order: int = 5,
+    seed: int = 7919,
+    decoding: BeamConfig | None = None,
+    progress: bool = True,
+) -> CharNgramLM:
+    """Count an order-`order` LM on `lines` generator texts and write it into the model folder, with the
+    beam-search settings; Recognizer.load then decodes with it."""
+    from tqdm import tqdm
+
+    model_dir = Path(model_dir)
+    if missing := missing_files(model_dir):
+        raise FileNotFoundError(f"{model_dir} is not a model folder: missing {', '.join(missing)}")
+    texts = tqdm(generator_texts(cfg, lines, seed), total=lines, desc="LM text", disable=not progress)
+    lm = CharNgramLM.fit(texts, order=order)
+    lm.save(
+        model_dir / LANGUAGE_MODEL,
+        {"lines": str(lines), "seed": str(seed), "data_profile": cfg.name, "text": repr(asdict(cfg.text))},
+    )
+    set_decoding(model_dir, decoding or BeamConfig())
+    return lm
+
+
+def set_decoding(model_dir: str | Path, decoding: BeamConfig) -> None:
+    """Write the `decoding:` section of a model folder's model.yaml."""
+    path = Path(model_dir) / MODEL_YAML
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["decoding"] = asdict(decoding)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
