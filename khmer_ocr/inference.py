@@ -8,7 +8,6 @@ beam search with it (settings in model.yaml's `decoding:`), else by best path.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from khmer_ocr.models.char_lm import CharNgramLM
 from khmer_ocr.models.ctc_beam import BeamConfig, beam_search
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
+from khmer_ocr.storage import sha256_file
 
 # A prepared line (ink = 1, paper = 0, contrast already stretched) with no pixel at least this dark has
 # nothing written on it (a blank, flat or uniformly coloured image): it reads as "" with confidence 0, not as
@@ -192,21 +192,27 @@ class Recognizer:
 CTC_ARCHS = ("ctc", "fast")
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_lm(path: str, mtime_ns: int, size: int) -> CharNgramLM:
-    return CharNgramLM.load(path)
+_LMS: dict[str, CharNgramLM] = {}  # by content (SHA-256): the last two read
+
+
+def _cached_lm(path: Path) -> CharNgramLM:
+    key = sha256_file(path)
+    if key not in _LMS:
+        while len(_LMS) >= 2:
+            _LMS.pop(next(iter(_LMS)))
+        _LMS[key] = CharNgramLM.load(path)
+    return _LMS[key]
 
 
 def load_decoding(folder: str | Path) -> tuple[CharNgramLM | None, BeamConfig | None]:
-    """A model folder's language model (read once per process and file) and beam settings; (None, None)
-    when it has none."""
+    """A model folder's language model (read once per process and content: the copies trained model
+    folders get share one) and beam settings; (None, None) when it has none."""
     path = Path(folder) / LANGUAGE_MODEL
     if not path.is_file():
         return None, None
     doc = yaml.safe_load((Path(folder) / MODEL_YAML).read_text(encoding="utf-8"))
     decoding = from_dict(BeamConfig, doc.get("decoding") or {})
-    stat = path.stat()
     try:
-        return _cached_lm(str(path.resolve()), stat.st_mtime_ns, stat.st_size), decoding
+        return _cached_lm(path), decoding
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc

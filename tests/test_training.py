@@ -46,6 +46,8 @@ def test_every_phase_config_loads_and_runs_a_step(name: str, dataset: str, tmp_p
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.history[0]["loss"])
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    # a CTC model folder gets the reference model's language model (it decodes as the reference model)
+    assert (tmp_path / "run" / "model" / "lm.safetensors").is_file() == (cfg.model.arch in ("ctc", "fast"))
 
 
 def test_phase_configs_keep_the_founding_values() -> None:
@@ -325,6 +327,7 @@ def test_average_writes_the_mean_of_the_weights_and_refuses_other_architectures(
 
     from khmer_ocr.inference import load_model, save_model
     from khmer_ocr.models import ModelConfig, build_model
+    from khmer_ocr.training.language_model import copy_language_model
 
     charset = default_charset()
     cfg = ModelConfig(arch="fast", size="tiny", num_classes=len(charset))
@@ -332,9 +335,12 @@ def test_average_writes_the_mean_of_the_weights_and_refuses_other_architectures(
     for seed in (1, 2):
         torch.manual_seed(seed)
         folders.append(str(save_model(build_model(cfg), cfg, charset, tmp_path / f"m{seed}")))
+    assert copy_language_model("reference", folders[0])  # the first model's language model comes along
     cli = [sys.executable, "-m", "khmer_ocr", "average", *folders, "--out", str(tmp_path / "soup")]
     done = subprocess.run(cli, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    lm = (tmp_path / "soup" / "lm.safetensors").read_bytes()
+    assert lm == (Path(folders[0]) / "lm.safetensors").read_bytes()
     soup = load_model(tmp_path / "soup")[0].state_dict()
     a, b = (load_model(f)[0].state_dict() for f in folders)
     for name, value in soup.items():

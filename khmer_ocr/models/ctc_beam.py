@@ -30,6 +30,7 @@ class BeamConfig:
     beam_width: int = 8
     beam_margin: float = 10.0  # prefixes scoring this much below the best are dropped
     char_floor: float = 1e-3  # characters below this probability in a frame are not tried there
+    max_chars: int = 16  # at most this many characters tried per frame (the likeliest)
     blank_skip: float = 0.999  # frames with a blank at least this likely are passed in one step
 
 
@@ -63,8 +64,11 @@ def beam_search(
             continue
         row = log_probs[t]
         blank = float(row[0])
-        ids = np.flatnonzero(row[first_char_id:] > floor)
-        cands = [(chars[i], float(row[i + first_char_id])) for i in ids.tolist()]
+        chars_row = row[first_char_id:]
+        ids = np.flatnonzero(chars_row > floor)
+        if len(ids) > cfg.max_chars:  # an unsure frame (or an untrained model): the likeliest only
+            ids = ids[np.argpartition(chars_row[ids], -cfg.max_chars)[-cfg.max_chars :]]
+        cands = [(chars[i], float(chars_row[i])) for i in ids.tolist()]
         nxt: dict[str, list[float]] = {}
         for prefix, (b, nb, lm_sum) in beams.items():
             total = _lse(b, nb)

@@ -68,6 +68,10 @@ class TrainConfig:
     # and training stops, validates and writes the model when it is spent; epochs then only cap the run
     # and early stopping is off (the schedule only reaches its low rates at the end of the budget)
     time_budget_minutes: float | None = None
+    # a model folder whose character language model (lm.safetensors and model.yaml's decoding:) every model
+    # folder of the run gets, so that it is decoded as that model is; "reference": the committed reference
+    # model's; null: none (best-path decoding)
+    language_model: str | None = "reference"
 
 
 def load_train_config(

@@ -4,6 +4,8 @@ with the beam-search settings in model.yaml's `decoding:`."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -11,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from khmer_ocr.config import from_dict
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.model_folder import LANGUAGE_MODEL, MODEL_YAML, missing_files
+from khmer_ocr.model_folder import LANGUAGE_MODEL, MODEL_YAML, REFERENCE_MODEL, missing_files
 from khmer_ocr.models.char_lm import CharNgramLM
 from khmer_ocr.models.ctc_beam import BeamConfig
+
+log = logging.getLogger(__name__)
 
 
 def generator_texts(cfg: DataConfig, lines: int, seed: int) -> Iterator[str]:
@@ -53,6 +58,19 @@ def build_language_model(
     )
     set_decoding(model_dir, decoding or BeamConfig())
     return lm
+
+
+def copy_language_model(source: str | Path, model_dir: str | Path) -> bool:
+    """Give a model folder the language model and decoding settings of another ("reference": the committed
+    model); False, changing nothing, when the source has no language model (a bundle ships none)."""
+    src = REFERENCE_MODEL if str(source) == "reference" else Path(source)
+    if not (src / LANGUAGE_MODEL).is_file():
+        log.info("%s has no %s: %s decodes by best path", src, LANGUAGE_MODEL, model_dir)
+        return False
+    doc = yaml.safe_load((src / MODEL_YAML).read_text(encoding="utf-8"))
+    shutil.copyfile(src / LANGUAGE_MODEL, Path(model_dir) / LANGUAGE_MODEL)
+    set_decoding(model_dir, from_dict(BeamConfig, doc.get("decoding") or {}))
+    return True
 
 
 def set_decoding(model_dir: str | Path, decoding: BeamConfig) -> None:

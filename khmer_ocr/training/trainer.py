@@ -25,7 +25,7 @@ from tqdm import tqdm
 from khmer_ocr.config import save_config, to_dict
 from khmer_ocr.data.reader import Dataset
 from khmer_ocr.evaluation.metrics import score
-from khmer_ocr.inference import load_model, save_model
+from khmer_ocr.inference import CTC_ARCHS, load_model, save_model
 from khmer_ocr.models import build_model
 from khmer_ocr.training.checkpoint import (
     BEST,
@@ -37,6 +37,7 @@ from khmer_ocr.training.checkpoint import (
 )
 from khmer_ocr.training.config import TrainConfig
 from khmer_ocr.training.data import Batch, LineSamples, collate, width_batches
+from khmer_ocr.training.language_model import copy_language_model
 from khmer_ocr.training.losses import RecognitionLoss
 from khmer_ocr.training.schedule import warmup_cosine, warmup_cosine_progress
 from khmer_ocr.training.stream import (
@@ -334,6 +335,8 @@ class Trainer:
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
             if self.rank == 0:
                 save_model(self.model, cfg.model, self.charset, self.out / "model")
+                if cfg.language_model and cfg.model.arch in CTC_ARCHS:
+                    copy_language_model(cfg.language_model, self.out / "model")
                 self.checkpoint(BEST)
         else:
             state.bad_epochs += 1

@@ -10,6 +10,7 @@ import torch
 from khmer_ocr.errors import ModelLoadError
 from khmer_ocr.inference import load_model, save_model
 from khmer_ocr.model_store import model_dir
+from khmer_ocr.training.language_model import copy_language_model
 
 
 def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str | None = None) -> str:
@@ -41,10 +42,12 @@ def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str 
 def average_models(refs: list[str | Path], out: str | Path, tracking_uri: str | None = None) -> Path:
     """Write the model folder whose weights are the mean of the models' (a "model soup": runs fine-tuned from
     one start with different data stay in one basin, and their mean often reads better than either). The
-    models must share architecture and charset; refs resolve as in khmer_ocr.model_store."""
+    models must share architecture and charset; refs resolve as in khmer_ocr.model_store. The first
+    model's language model, if it has one, comes along."""
     if len(refs) < 2:
         raise ModelLoadError("averaging needs at least two models")
-    loaded = [load_model(model_dir(ref, tracking_uri)) for ref in refs]
+    folders = [model_dir(ref, tracking_uri) for ref in refs]
+    loaded = [load_model(folder) for folder in folders]
     model, cfg, charset = loaded[0]
     for ref, (_, other_cfg, other_charset) in zip(refs[1:], loaded[1:], strict=True):
         if other_cfg != cfg or other_charset.version != charset.version:
@@ -55,4 +58,6 @@ def average_models(refs: list[str | Path], out: str | Path, tracking_uri: str | 
         for k, v in states[0].items()
     }
     model.load_state_dict(mean)
-    return save_model(model, cfg, charset, out)
+    out = save_model(model, cfg, charset, out)
+    copy_language_model(folders[0], out)  # the first model's, when it has one
+    return out
