@@ -119,6 +119,9 @@ def main() -> None:
     )
     parser.add_argument("--data", help="dataset folder or s3:// prefix (default: a small generated one)")
     parser.add_argument("--model", help="model folder or models:/ reference (default: the reference model)")
+    parser.add_argument(
+        "--no-lm", action="store_true", help="best-path decoding, not the folder's language model"
+    )
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
     parser.add_argument("--max-lines", type=int, default=100, help="at most this many lines per split")
     parser.add_argument("--tesseract", choices=["api", "cli"], default="api", help="how to run Tesseract")
@@ -139,7 +142,7 @@ def main() -> None:
         images = [decode_gray(png, r) for png, (_, r) in zip(pngs, records, strict=True)]
         card = dataset.card
 
-    recognizer = Recognizer.load(args.model)
+    recognizer = Recognizer.load(args.model, use_lm=not args.no_lm)
     api = TesseractAPI(args.lang) if args.tesseract == "api" else None
 
     def read_tesseract(k: int) -> str:

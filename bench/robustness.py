@@ -102,6 +102,9 @@ def main() -> None:
     )
     parser.add_argument("--data", help="dataset folder or s3:// prefix (default: a small generated one)")
     parser.add_argument("--model", help="model folder or models:/ reference (default: the reference model)")
+    parser.add_argument(
+        "--no-lm", action="store_true", help="best-path decoding, not the folder's language model"
+    )
     parser.add_argument("--split", default="val")
     parser.add_argument("--max-lines", type=int, default=300)
     args = parser.parse_args()
@@ -119,7 +122,7 @@ def main() -> None:
             raise SystemExit(f"{data} has no lines in split {args.split}")
         images = [dataset.image(r) for r in records]
     refs = [r["text"] for r in records]
-    recognizer = Recognizer.load(args.model)
+    recognizer = Recognizer.load(args.model, use_lm=not args.no_lm)
     print(f"\n{len(refs)} {args.split} lines of {data}, model {args.model or 'reference'}\n")
     print("| variant | CER | vs as generated |\n|---|---|---|")
     base = None
