@@ -65,17 +65,15 @@ class CharNgramLM:
         p = self._cache.get(key)
         if p is not None:
             return p
-        if not context:
-            p = (self.counts.get(char, 0) + 0.1) / (self.unigram_total + 0.1 * self.vocab)
-        else:
-            lower = self.prob(context[1:], char)
-            seen = self.contexts.get(context)
-            if seen is None:
-                p = lower
-            else:
-                total, distinct = seen
-                n = self.counts.get(context + char, 0)
-                p = (max(n - self.discount, 0.0) + self.discount * distinct * lower) / total
+        counts, contexts, discount = self.counts, self.contexts, self.discount
+        p = (counts.get(char, 0) + 0.1) / (self.unigram_total + 0.1 * self.vocab)
+        for start in range(len(context) - 1, -1, -1):  # longer and longer contexts
+            head = context[start:]
+            seen = contexts.get(head)
+            if seen is None:  # no longer context was seen either (its suffix would have been)
+                break
+            total, distinct = seen
+            p = (max(counts.get(head + char, 0) - discount, 0.0) + discount * distinct * p) / total
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = p
