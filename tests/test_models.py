@@ -257,7 +257,14 @@ def test_the_recognizer_serves_ctc_models_traced_with_the_eager_readings() -> No
 
     recognizer = Recognizer.load()
     assert isinstance(recognizer.model, TracedCTC)
-    eager = Recognizer(fuse_for_inference(load_model(REFERENCE_MODEL)[0]), recognizer.cfg, recognizer.charset)
+    assert recognizer.lm is not None  # both decode with the folder's language model
+    eager = Recognizer(
+        fuse_for_inference(load_model(REFERENCE_MODEL)[0]),
+        recognizer.cfg,
+        recognizer.charset,
+        lm=recognizer.lm,
+        decoding=recognizer.decoding,
+    )
     font = load_font("/usr/share/fonts/truetype/khmeros/KhmerOS.ttf", 32)
     images = [Image.fromarray(255 - line_ink(t, font)) for t in ("ព្រះរាជាណាចក្រ", "ភាសាខ្មែរ ១២៣", "សួស្តី")]
     blank = Image.new("L", (300, 48), 255)
