@@ -22,7 +22,7 @@ from khmer_ocr.model_folder import CHARSET, LANGUAGE_MODEL, MODEL_YAML, WEIGHTS,
 from khmer_ocr.model_store import model_dir
 from khmer_ocr.models import ModelConfig, build_model, serving_model
 from khmer_ocr.models.char_lm import CharNgramLM
-from khmer_ocr.models.ctc_beam import BeamConfig, beam_search
+from khmer_ocr.models.ctc_beam import BeamConfig, beam_search, read_decoding
 from khmer_ocr.preprocess import batch_lines, prepare_line, to_gray
 from khmer_ocr.script import Charset
 from khmer_ocr.storage import sha256_file
@@ -210,9 +210,7 @@ def load_decoding(folder: str | Path) -> tuple[CharNgramLM | None, BeamConfig | 
     path = Path(folder) / LANGUAGE_MODEL
     if not path.is_file():
         return None, None
-    doc = yaml.safe_load((Path(folder) / MODEL_YAML).read_text(encoding="utf-8"))
-    decoding = from_dict(BeamConfig, doc.get("decoding") or {})
     try:
-        return _cached_lm(path), decoding
+        return _cached_lm(path), read_decoding(folder)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 import shutil
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from khmer_ocr.cli import main
 from khmer_ocr.config import load_config, profile_path
@@ -16,7 +19,7 @@ from khmer_ocr.data.config import DataConfig
 from khmer_ocr.errors import ModelLoadError
 from khmer_ocr.inference import Recognizer
 from khmer_ocr.model_folder import LANGUAGE_MODEL, REFERENCE_MODEL
-from khmer_ocr.models.char_lm import CharNgramLM
+from khmer_ocr.models.char_lm import BOS, FORMAT_1, CharNgramLM
 from khmer_ocr.models.ctc_beam import BeamConfig, beam_search
 from khmer_ocr.torchserve.deploy import SMOKE_IMAGE, SMOKE_TEXT
 from khmer_ocr.training.language_model import build_language_model, generator_texts
@@ -39,9 +42,43 @@ def test_save_and_load_give_the_same_model(tmp_path: Path) -> None:
     lm = CharNgramLM.fit(TEXTS, order=5)
     path = lm.save(tmp_path / LANGUAGE_MODEL, {"source": "test"})
     back = CharNgramLM.load(path)
-    assert back.counts == lm.counts and back.contexts == lm.contexts and back.order == 5
+    assert back == lm and back.order == 5 and back.n_grams == lm.n_grams > 50
     assert back.logp("ភាសា", "ខ") == lm.logp("ភាសា", "ខ")
     assert CharNgramLM.metadata(path)["source"] == "test"
+
+
+def test_a_format_1_file_reads_as_the_same_model(tmp_path: Path) -> None:
+    """Model folders written before format 2 held the n-grams as text; they still load, unchanged."""
+    lm = CharNgramLM.fit(TEXTS, order=3)
+    grams = Counter(
+        g
+        for t in TEXTS
+        for s in [BOS * 2 + t]
+        for k in range(3)
+        for g in (s[i - k : i + 1] for i in range(2, len(s)))
+    )
+    heads: Counter[str] = Counter()
+    follow: Counter[str] = Counter()
+    for g, n in grams.items():
+        heads[g[:-1]] += n
+        follow[g[:-1]] += 1
+
+    def packed(data: bytes) -> np.ndarray:
+        return np.frombuffer(zlib.compress(data), np.uint8)
+
+    def u32(values: list[int]) -> np.ndarray:
+        return packed(np.array(values, "<u4").tobytes())
+
+    tensors = {
+        "ngrams": packed("\n".join(grams).encode()),
+        "counts": u32(list(grams.values())),
+        "contexts": packed("\n".join(heads).encode()),
+        "context_totals": u32(list(heads.values())),
+        "context_distinct": u32([follow[h] for h in heads]),
+    }
+    save_file(tensors, str(tmp_path / LANGUAGE_MODEL), {"format": FORMAT_1, "order": "3", "discount": "0.75"})
+    old = CharNgramLM.load(tmp_path / LANGUAGE_MODEL)
+    assert old == lm and old.logp("ភាសា", "ខ") == lm.logp("ភាសា", "ខ")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other safetensors"])
@@ -115,5 +152,5 @@ def test_a_model_folder_decodes_with_its_language_model(tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(folder, other)
     build_language_model(other, cfg, lines=2000, progress=False)
-    assert CharNgramLM.load(other / LANGUAGE_MODEL).counts == with_lm.lm.counts
+    assert CharNgramLM.load(other / LANGUAGE_MODEL) == with_lm.lm
     assert not math.isnan(with_lm.lm.perplexity(texts))

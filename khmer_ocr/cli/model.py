@@ -143,6 +143,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
 def _lm(args: argparse.Namespace) -> int:
     from khmer_ocr.config import load_config, profile_path
     from khmer_ocr.data.config import DataConfig
+    from khmer_ocr.model_folder import LANGUAGE_MODEL
     from khmer_ocr.models.ctc_beam import BeamConfig
     from khmer_ocr.training.language_model import build_language_model
 
@@ -151,7 +152,7 @@ def _lm(args: argparse.Namespace) -> int:
         lm_weight=args.lm_weight, length_bonus=args.length_bonus, beam_width=args.beam_width
     )
     lm = build_language_model(args.model, cfg, args.lines, args.order, args.seed, decoding)
-    print(f"wrote {Path(args.model) / 'lm.safetensors'}: {len(lm.counts):,} n-grams of order <= {lm.order}")
+    print(f"wrote {Path(args.model) / LANGUAGE_MODEL}: {lm.n_grams:,} n-grams of order <= {lm.order}")
     return 0
 
 

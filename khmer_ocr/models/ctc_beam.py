@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
+from khmer_ocr.config import from_dict
+from khmer_ocr.model_folder import MODEL_YAML
 from khmer_ocr.models.char_lm import CharNgramLM
 
 NEG = -1e30
@@ -32,6 +36,20 @@ class BeamConfig:
     char_floor: float = 3e-3  # characters below this probability in a frame are not tried there
     max_chars: int = 16  # at most this many characters tried per frame (the likeliest)
     blank_skip: float = 0.99  # frames with a blank at least this likely are passed in one step
+
+
+def read_decoding(model_dir: str | Path) -> BeamConfig:
+    """The beam settings in a model folder's model.yaml (`decoding:`; the defaults when it has none)."""
+    doc = yaml.safe_load((Path(model_dir) / MODEL_YAML).read_text(encoding="utf-8"))
+    return from_dict(BeamConfig, doc.get("decoding") or {})
+
+
+def write_decoding(model_dir: str | Path, decoding: BeamConfig) -> None:
+    """Write the `decoding:` section of a model folder's model.yaml."""
+    path = Path(model_dir) / MODEL_YAML
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["decoding"] = asdict(decoding)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _lse(a: float, b: float) -> float:
@@ -70,6 +88,7 @@ def beam_search(
             ids = ids[np.argpartition(chars_row[ids], -cfg.max_chars)[-cfg.max_chars :]]
         cands = [(chars[i], float(chars_row[i])) for i in ids.tolist()]
         nxt: dict[str, list[float]] = {}
+        unscored: list[tuple[str, str]] = []  # new prefixes whose last character the LM has not scored
         for prefix, (b, nb, lm_sum) in beams.items():
             total = _lse(b, nb)
             entry = nxt.setdefault(prefix, [NEG, NEG, lm_sum])
@@ -90,8 +109,11 @@ def beam_search(
                     continue
                 lm_lp = ext.get(longer)
                 if lm_lp is None:
-                    lm_lp = ext[longer] = weight * lm.logp(prefix, ch) + bonus
-                nxt[longer] = [NEG, new, lm_sum + lm_lp]
+                    unscored.append((prefix, ch))
+                nxt[longer] = [NEG, new, lm_sum + (lm_lp or 0.0)]
+        if unscored:  # scored together: one lookup in the LM
+            for (prefix, ch), lm_lp in zip(unscored, lm.logps(unscored), strict=True):
+                nxt[prefix + ch][2] += ext.setdefault(prefix + ch, weight * lm_lp + bonus)
         scored = [(_lse(b, nb) + lm_sum, p) for p, (b, nb, lm_sum) in nxt.items()]
         if len(scored) > cfg.beam_width:
             scored = heapq.nlargest(cfg.beam_width, scored)

@@ -11,13 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from khmer_ocr.config import from_dict
 from khmer_ocr.data.config import DataConfig
-from khmer_ocr.model_folder import LANGUAGE_MODEL, MODEL_YAML, REFERENCE_MODEL, missing_files
+from khmer_ocr.model_folder import LANGUAGE_MODEL, REFERENCE_MODEL, missing_files
 from khmer_ocr.models.char_lm import CharNgramLM
-from khmer_ocr.models.ctc_beam import BeamConfig
+from khmer_ocr.models.ctc_beam import BeamConfig, read_decoding, write_decoding
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ def build_language_model(
         model_dir / LANGUAGE_MODEL,
         {"lines": str(lines), "seed": str(seed), "data_profile": cfg.name, "text": repr(asdict(cfg.text))},
     )
-    set_decoding(model_dir, decoding or BeamConfig())
+    write_decoding(model_dir, decoding or BeamConfig())
     return lm
 
 
@@ -67,15 +65,6 @@ def copy_language_model(source: str | Path, model_dir: str | Path) -> bool:
     if not (src / LANGUAGE_MODEL).is_file():
         log.info("%s has no %s: %s decodes by best path", src, LANGUAGE_MODEL, model_dir)
         return False
-    doc = yaml.safe_load((src / MODEL_YAML).read_text(encoding="utf-8"))
     shutil.copyfile(src / LANGUAGE_MODEL, Path(model_dir) / LANGUAGE_MODEL)
-    set_decoding(model_dir, from_dict(BeamConfig, doc.get("decoding") or {}))
+    write_decoding(model_dir, read_decoding(src))
     return True
-
-
-def set_decoding(model_dir: str | Path, decoding: BeamConfig) -> None:
-    """Write the `decoding:` section of a model folder's model.yaml."""
-    path = Path(model_dir) / MODEL_YAML
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    doc["decoding"] = asdict(decoding)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
