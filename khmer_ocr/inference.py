@@ -125,7 +125,7 @@ class Recognizer:
         d = self.decoding
         return (
             f"beam search (width {d.beam_width}) with a {self.lm.order}-gram character LM "
-            f"(weight {d.lm_weight}, length bonus {d.length_bonus})"
+            f"({self.lm.smoothing}, weight {d.lm_weight}, length bonus {d.length_bonus})"
         )
 
     @staticmethod

