@@ -115,11 +115,12 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p = sub.add_parser(
         "lm",
         help="give a model folder a character language model for beam-search decoding",
-        description="Counts a character n-gram language model on text lines drawn from the generator's "
-        "text sources (the data profile's text config, a seed of its own: the texts training renders, no "
-        "image) and writes it into the model folder as lm.safetensors, with the beam-search settings in "
-        "model.yaml's decoding: section. Recognizer.load, predict, evaluate and serving then decode CTC "
-        "models by beam search with it (Recognizer.load(..., use_lm=False) or --no-lm: best path).",
+        description="Counts a character n-gram language model (interpolated Kneser-Ney) on text lines "
+        "drawn from the generator's text sources (the data profile's text config, a seed of its own: the "
+        "texts training renders, no image) and writes it into the model folder as lm.safetensors, with "
+        "the beam-search settings in model.yaml's decoding: section. Recognizer.load, predict, evaluate "
+        "and serving then decode CTC models by beam search with it (Recognizer.load(..., use_lm=False) or "
+        "--no-lm: best path).",
     )
     p.add_argument("--model", required=True, help="model folder to add the language model to")
     p.add_argument("--profile", default="reference", help="data profile whose text config is sampled")
