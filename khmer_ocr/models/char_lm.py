@@ -77,10 +77,12 @@ class CharNgramLM:
         distinct: np.ndarray,
         order: int,
         discount: float = 0.75,
+        smoothing: str = "absolute discounting",
     ) -> None:
         """keys: sorted, unique, one per n-gram or context (see `key_bits`), 0 for the empty context;
         counts: N(s) as an n-gram; totals: N(s.), the n-grams counted after s as a context; distinct: the
-        characters seen after it."""
+        characters seen after it; smoothing: how the counts were made, "absolute discounting" (raw counts)
+        or "kneser-ney" (`kneser_ney`)."""
         if order < 1:
             raise ValueError("order must be >= 1")
         if not len(keys) == len(counts) == len(totals) == len(distinct) or not len(keys):
@@ -96,7 +98,7 @@ class CharNgramLM:
         empty = self.keys[0] == 0
         self.unigram_total = int(self.totals[0]) if empty else 0
         self.vocab = (int(self.distinct[0]) if empty else 0) + 1  # one more for characters never seen
-        self.smoothing = "absolute discounting"  # of raw counts; kneser_ney() makes the other kind
+        self.smoothing = smoothing
         self._cache: dict[str, float] = {}
 
     @classmethod
@@ -175,9 +177,9 @@ class CharNgramLM:
         contexts = keys.searchsorted(keys[grams] >> bits)
         totals = np.bincount(contexts, weights=counts[grams], minlength=len(keys))
         distinct = np.bincount(contexts, minlength=len(keys))
-        lm = CharNgramLM(self.alphabet, keys, counts, totals.astype(np.int64), distinct, order, self.discount)
-        lm.smoothing = "kneser-ney"
-        return lm
+        return CharNgramLM(
+            self.alphabet, keys, counts, totals.astype(np.int64), distinct, order, self.discount, "kneser-ney"
+        )
 
     @property
     def n_grams(self) -> int:
@@ -203,7 +205,7 @@ class CharNgramLM:
         n, ids, bits = self.order - 1, self._ids, self.bits
         width = 2 * n + 1  # per query: the char alone; its contexts of length 1..n; them with the char
         wanted = [0] * (width * len(todo))
-        cids, depths = [], []
+        depths = []
         for q, i in enumerate(todo):
             context, char = queries[i]
             base = q * width
@@ -217,7 +219,6 @@ class CharNgramLM:
                 shift += bits
                 depth += 1
                 wanted[base + depth], wanted[base + n + depth] = key, (key << bits) | cid
-            cids.append(cid)
             depths.append(depth)
         keys = np.array(wanted, np.uint64)
         at = self.keys.searchsorted(keys)
@@ -225,8 +226,9 @@ class CharNgramLM:
         found = (self.table[at] * (self.keys[at] == keys)[:, None]).tolist()  # rows of unseen keys: 0
         d, unigrams = self.discount, self.unigram_total + 0.1 * self.vocab
         values = []
-        for q, (cid, depth) in enumerate(zip(cids, depths, strict=True)):
+        for q, depth in enumerate(depths):
             base = q * width
+            cid = wanted[base]
             p = ((found[base][0] if cid else 0) + 0.1) / unigrams  # a character never counted: no n-grams
             for j in range(base + 1, base + depth + 1):  # longer and longer contexts, while they were seen
                 _, total, follow = found[j]
@@ -308,9 +310,14 @@ class CharNgramLM:
                 return cls.from_strings(grams, counts, heads, totals, distinct, order, discount)
             keys = np.cumsum(np.frombuffer(raw["key_steps"], "<u8"), dtype=np.uint64)
             tables = (np.frombuffer(raw[k], "<u4") for k in ("counts", "totals", "distinct"))
-            lm = cls(meta["alphabet"], keys, *tables, order, discount)
-            lm.smoothing = meta.get("smoothing", lm.smoothing)
-            return lm
+            return cls(
+                meta["alphabet"],
+                keys,
+                *tables,
+                order,
+                discount,
+                meta.get("smoothing", "absolute discounting"),
+            )
         except ValueError as exc:
             if str(exc).startswith(f"{path}:"):
                 raise
