@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from khmer_ocr.config import ConfigError
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.writer import generate_dataset
 from khmer_ocr.names import PHASE3_1
@@ -252,6 +253,17 @@ def test_export_agrees_with_eager_and_refuses_the_hybrid(dataset: str, tmp_path:
     hybrid = train(cfg, tmp_path / "hybrid", progress=False)
     with pytest.raises(ExportError, match="do not export"):
         export_torchscript(hybrid.model_dir, tmp_path / "hybrid.pt")
+
+
+def test_overrides_read_floats_as_people_write_them() -> None:
+    # YAML 1.1 reads "3e-4" (no dot) as a string; a float field must still get 0.0003
+    cfg = load_train_config("production_fast", None, ["optim.lr=3e-4", "optim.weight_decay=1e-2"])
+    assert cfg.optim.lr == pytest.approx(3e-4) and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.weight_decay == pytest.approx(1e-2)
+    with pytest.raises(ConfigError, match=r"optim.lr: expected float, got 'fast'"):
+        load_train_config("production_fast", None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"expected float, got True"):
+        load_train_config("production_fast", None, ["optim.lr=true"])
 
 
 def test_resume_refuses_a_changed_config_but_may_run_longer(dataset: str, tmp_path: Path) -> None:

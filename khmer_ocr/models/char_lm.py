@@ -32,6 +32,7 @@ FORMAT_1 = "khmer-ocr-char-ngram-1"  # n-grams as text (still read)
 BOS = "\x02"  # never a charset character
 _CACHE_LIMIT = 500_000  # cached probabilities (about 60 MB) before the cache is cleared
 NEWLINE = 10  # separates the n-grams of a format-1 file
+ABSOLUTE_DISCOUNTING, KNESER_NEY = "absolute discounting", "kneser-ney"  # how a table's counts were made
 
 
 def _code_points(strings: str) -> np.ndarray:
@@ -77,7 +78,7 @@ class CharNgramLM:
         distinct: np.ndarray,
         order: int,
         discount: float = 0.75,
-        smoothing: str = "absolute discounting",
+        smoothing: str = ABSOLUTE_DISCOUNTING,
     ) -> None:
         """keys: sorted, unique, one per n-gram or context (see `key_bits`), 0 for the empty context;
         counts: N(s) as an n-gram; totals: N(s.), the n-grams counted after s as a context; distinct: the
@@ -178,7 +179,7 @@ class CharNgramLM:
         totals = np.bincount(contexts, weights=counts[grams], minlength=len(keys))
         distinct = np.bincount(contexts, minlength=len(keys))
         return CharNgramLM(
-            self.alphabet, keys, counts, totals.astype(np.int64), distinct, order, self.discount, "kneser-ney"
+            self.alphabet, keys, counts, totals.astype(np.int64), distinct, order, self.discount, KNESER_NEY
         )
 
     @property
@@ -316,7 +317,7 @@ class CharNgramLM:
                 *tables,
                 order,
                 discount,
-                meta.get("smoothing", "absolute discounting"),
+                meta.get("smoothing", ABSOLUTE_DISCOUNTING),
             )
         except ValueError as exc:
             if str(exc).startswith(f"{path}:"):
