@@ -101,7 +101,8 @@ def test_width_batches_are_deterministic_and_cover_the_set() -> None:
     assert spread < 0.3 * np.ptp(widths)  # batches hold similar widths
 
 
-def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path, ema_decay: float) -> None:
     cfg = load_train_config(
         "phase3_1/conservative_small",
         None,
@@ -111,6 +112,7 @@ def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> N
             "optim.epochs=2",
             "max_steps_per_epoch=5",
             "checkpoint_every_steps=2",
+            f"optim.ema_decay={ema_decay}",
         ],
     )
     whole = train(cfg, tmp_path / "whole", progress=False)
@@ -124,9 +126,39 @@ def test_kill_and_resume_gives_the_same_model(dataset: str, tmp_path: Path) -> N
         ]
 
     assert without_timing(resumed.history) == without_timing(whole.history)
-    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    for key in ("model", "ema") if ema_decay else ("model",):
+        assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+
+
+def test_a_run_with_a_running_mean_keeps_the_mean(dataset: str, tmp_path: Path) -> None:
+    from khmer_ocr.inference import load_model
+    from khmer_ocr.training.transfer import transfer_weights
+
+    base = [f"data.dataset={dataset}", *TINY, "optim.epochs=1", "max_steps_per_epoch=4"]
+    cfg = load_train_config("phase3_1/conservative_small", None, [*base, "optim.ema_decay=0.5"])
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    mean = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    kept = load_model(tmp_path / "run" / "model")[0].state_dict()
+    assert kept.keys() == mean.keys() and all(torch.equal(kept[k], mean[k]) for k in kept)
+    assert not all(torch.equal(ckpt["model"][k], mean[k]) for k in mean)  # the mean, not the last step
+    model = load_model(tmp_path / "run" / "model")[0]
+    torch.nn.init.zeros_(next(model.parameters()))
+    transfer_weights(model, tmp_path / "run" / "checkpoints" / "last.pt")  # init_from a checkpoint: the mean
+    assert all(torch.equal(model.state_dict()[k], mean[k]) for k in mean)
+    # a run that kept no mean cannot be resumed as one that does
+    plain = load_train_config("phase3_1/conservative_small", None, [*base, "optim.epochs=2"])
+    train(plain, tmp_path / "plain", progress=False, stop_after_steps=2)
+    with pytest.raises(ConfigError, match=r"optim\.ema_decay: 0\.0 -> 0\.5"):
+        train(
+            load_train_config(
+                "phase3_1/conservative_small", None, [*base, "optim.ema_decay=0.5", "optim.epochs=2"]
+            ),
+            tmp_path / "plain",
+            progress=False,
+        )
 
 
 def test_tiny_model_learns_then_evaluates_and_predicts(dataset: str, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Full training checkpoints: everything an exact resume needs, in <run>/checkpoints/{last,best}.pt.
 
-A checkpoint is a dict with the keys model, optimizer, scheduler, scaler (their state dicts), state (the run's
-progress, RunState as a dict: epoch, step_in_epoch, epoch_losses, best, best_epoch, bad_epochs, history,
-elapsed_s, samples, stream), rng (Python's and torch's generators) and config (the TrainConfig as a dict). It
-is written to a temporary file that then replaces the old one, so a process killed while writing leaves the
-previous checkpoint whole. A run resumes from last.pt with the same config, but for RESUMABLE_CHANGES.
+A checkpoint is a dict with the keys model, optimizer, scheduler, scaler, ema (their state dicts; ema is None
+when the run keeps no running mean of its weights), state (the run's progress, RunState as a dict: epoch,
+step_in_epoch, epoch_losses, best, best_epoch, bad_epochs, history, elapsed_s, samples, stream), rng (Python's
+and torch's generators) and config (the TrainConfig as a dict). It is written to a temporary file that then
+replaces the old one, so a process killed while writing leaves the previous checkpoint whole. A run resumes
+from last.pt with the same config, but for RESUMABLE_CHANGES.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler,
+        ema: torch.nn.Module | None,
         state: RunState,
         config: dict,
     ) -> None:
@@ -132,6 +134,7 @@ class Checkpointer:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
+                "ema": None if ema is None else ema.state_dict(),
                 "state": state.to_dict(),
                 "rng": rng_state(),
                 "config": config,

@@ -20,6 +20,9 @@ class OptimConfig:
     warmup_fraction: float = 0.05  # linear warmup over this share of all steps, then cosine annealing
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
+    # a running mean of the weights, updated after each step with this decay (0: off; 0.999 averages about
+    # the last 1,000 steps); validation, the best model and its checkpoint then read the mean
+    ema_decay: float = 0.0
 
 
 @dataclass

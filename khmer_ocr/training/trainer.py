@@ -1,5 +1,6 @@
 """The trainer: AdamW, warmup + cosine, gradient clipping, mixed precision on GPU, early stopping,
-curriculum, full checkpoints with exact resume, transfer learning, DistributedDataParallel under torchrun.
+curriculum, a running mean (EMA) of the weights, full checkpoints with exact resume, transfer learning,
+DistributedDataParallel under torchrun.
 
 The same code runs on a CPU (tests, demo) and on GPUs; `train(cfg, out_dir)` is the one entry point. It builds
 a Trainer, which owns one run: the model, optimizer, schedule, scaler and checkpointer (built from the config,
@@ -20,9 +21,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from khmer_ocr.config import save_config, to_dict
+from khmer_ocr.config import ConfigError, save_config, to_dict
 from khmer_ocr.data.reader import Dataset
 from khmer_ocr.evaluation.metrics import score
 from khmer_ocr.inference import CTC_ARCHS, load_model, save_model
@@ -124,12 +126,14 @@ class Trainer:
         self.loss_fn = RecognitionLoss(self.cfg.loss, self.charset)
         self._build_optimization()
         self.checkpoints = Checkpointer(self.out / "checkpoints", writes=self.rank == 0)
-        if (ckpt := self.checkpoints.load_last(self.device)) is not None:  # exact resume
-            self._resume(ckpt)
-        elif self.cfg.init_from:
+        ckpt = self.checkpoints.load_last(self.device)
+        if ckpt is None and self.cfg.init_from:
             transferred = transfer_weights(self.model, self.cfg.init_from, tracking_uri)
             if self.rank == 0:
                 print(transferred, flush=True)
+        self.ema = self._build_ema()
+        if ckpt is not None:  # exact resume
+            self._resume(ckpt)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -196,12 +200,30 @@ class Trainer:
         self.use_amp = cfg.amp and cuda
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
+    def _build_ema(self) -> AveragedModel | None:
+        """The running mean of the weights (cfg.optim.ema_decay), or None when the run keeps none."""
+        decay = self.cfg.optim.ema_decay
+        if not decay:
+            return None
+        return AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights the run validates and keeps: their running mean when it has one."""
+        return self.model if self.ema is None else self.ema.module
+
     def _resume(self, ckpt: dict) -> None:
         refuse_changed_config(ckpt.get("config", {}), to_dict(self.cfg), self.out)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise ConfigError(
+                    f"{self.out}: its checkpoint holds no running mean of the weights to resume"
+                )
+            self.ema.load_state_dict(ckpt["ema"])
         self.state = RunState.from_dict(ckpt["state"])
         set_rng_state(ckpt["rng"])
 
@@ -230,6 +252,7 @@ class Trainer:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             scaler=self.scaler,
+            ema=self.ema,
             state=self.state,
             config=to_dict(self.cfg),
         )
@@ -285,6 +308,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             now = time.perf_counter()
             state.elapsed_s += now - step_start
             step_start = now
@@ -308,10 +333,10 @@ class Trainer:
         return seen, ended
 
     def validate(self, model: torch.nn.Module | None = None) -> tuple[list[str], list[str]]:
-        """(references, the model's readings) of the validation lines (default model: the one training)."""
+        """(references, the model's readings) of the validation lines (default model: the one kept)."""
         refs = [self.val_set.records[i]["text"] for i in self.val_idx]
         return refs, decode_texts(
-            self.model if model is None else model, self.val_set, self.val_idx, self.device
+            self.kept_model if model is None else model, self.val_set, self.val_idx, self.device
         )
 
     def end_epoch(self, metrics: dict, seen: int, seconds: float) -> dict:
@@ -334,7 +359,7 @@ class Trainer:
         if value > state.best:
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
             if self.rank == 0:
-                save_model(self.model, cfg.model, self.charset, self.out / "model")
+                save_model(self.kept_model, cfg.model, self.charset, self.out / "model")
                 if cfg.language_model and cfg.model.arch in CTC_ARCHS:
                     copy_language_model(cfg.language_model, self.out / "model")
                 self.checkpoint(BEST)

@@ -13,13 +13,19 @@ from khmer_ocr.model_store import model_dir
 from khmer_ocr.training.language_model import copy_language_model
 
 
+def _ema_weights(ema_state: dict) -> dict:
+    """The model's state dict inside an AveragedModel's (its keys under `module.`)."""
+    return {k.removeprefix("module."): v for k, v in ema_state.items() if k.startswith("module.")}
+
+
 def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str | None = None) -> str:
     """Load into model the weights whose names and shapes match from a training checkpoint file (.pt) or any
     model reference khmer_ocr.model_store resolves (a folder, s3://..., models:/..., runs:/...; tracking_uri:
     their MLflow registry); returns what was transferred and what was not, by module, in one line."""
     path = Path(str(ref))
-    if path.is_file():  # a checkpoint of a training run
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    if path.is_file():  # a checkpoint of a training run: the running mean of its weights when it kept one
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt["model"] if ckpt.get("ema") is None else _ema_weights(ckpt["ema"])
     else:
         state = load_model(model_dir(ref, tracking_uri))[0].state_dict()
     own = model.state_dict()
