@@ -43,7 +43,7 @@ def save_model(
     model: torch.nn.Module, cfg: ModelConfig, charset: Charset, out: str | Path, half: bool = False
 ) -> Path:
     """Write a model folder; half=True stores fp16 weights (loaded back as fp32)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def save_model(
         k: (v.half() if half and v.is_floating_point() else v).contiguous()
         for k, v in model.state_dict().items()
     }
-    save_file(state, str(out / WEIGHTS))
+    (out / WEIGHTS).write_bytes(save(state))  # with the umask's mode (safetensors' save_file makes it 0600)
     (out / MODEL_YAML).write_text(yaml.safe_dump({"model": asdict(cfg)}, sort_keys=False), encoding="utf-8")
     charset.save(out / CHARSET)
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from khmer_ocr.config import ConfigError
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.writer import generate_dataset
+from khmer_ocr.models.char_lm import CharNgramLM
 from khmer_ocr.names import PHASE3_1
 from khmer_ocr.script import default_charset
 from khmer_ocr.training.config import load_train_config
@@ -385,6 +388,14 @@ def test_average_writes_the_mean_of_the_weights_and_refuses_other_architectures(
     assert done.returncode == 0, done.stderr
     lm = (tmp_path / "soup" / "lm.safetensors").read_bytes()
     assert lm == (Path(folders[0]) / "lm.safetensors").read_bytes()
+    # a model folder's files are readable as the umask allows (a server running as another user reads them);
+    # safetensors' own save_file would make them 0600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("model.safetensors", "lm.safetensors", "model.yaml"):
+        assert stat.S_IMODE((tmp_path / "soup" / name).stat().st_mode) == 0o666 & ~umask, name
+    CharNgramLM.fit(["ក ខ គ"], order=2).save(tmp_path / "lm2.safetensors")
+    assert stat.S_IMODE((tmp_path / "lm2.safetensors").stat().st_mode) == 0o666 & ~umask
     soup = load_model(tmp_path / "soup")[0].state_dict()
     a, b = (load_model(f)[0].state_dict() for f in folders)
     for name, value in soup.items():

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """TorchServe container healthcheck: GET /ping on the inference API must answer "Healthy".
 
-With token authorization on, the request carries the inference key from key_file.json (TorchServe writes it into
-its working directory). The management and inference keys expire after `token_expiration_min`; when one has
-less than RENEW_BEFORE left, this check renews it with the API key (GET /token?type=...), so the keys the Airflow
-workers read from the shared volume stay valid. Without a key file (token authorization off: the `scale`
-profile's replicas behind nginx) the request goes without a key. Standard library only.
+With token authorization on, the request carries the inference key from key_file.json (TorchServe writes it
+into its working directory). The management and inference keys expire after `token_expiration_min`; when one
+has less than RENEW_BEFORE left, this check renews it with the API key (GET /token?type=...), so the keys the
+Airflow workers read from the shared volume stay valid. Without a key file (token authorization off: the
+`scale` profile's replicas behind nginx) the request goes without a key. Standard library only.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ class CharNgramLM:
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write safetensors: the keys (as differences from the one before) and their counts, each
         zlib-compressed; the alphabet, order and discount in the metadata."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         def packed(values: np.ndarray) -> np.ndarray:
             return np.frombuffer(zlib.compress(values.tobytes(), 6), np.uint8)
@@ -287,8 +287,8 @@ class CharNgramLM:
         }
         meta = {"format": FORMAT, "order": str(self.order), "discount": repr(self.discount)}
         meta |= {"smoothing": self.smoothing, "alphabet": self.alphabet}
-        save_file(tensors, str(path), metadata={**(metadata or {}), **meta})
-        Path(path).chmod(0o644)  # readable like the weights beside it (safetensors writes 0600)
+        # as bytes written here, the file gets the umask's mode (safetensors' save_file makes it 0600)
+        Path(path).write_bytes(save(tensors, metadata={**(metadata or {}), **meta}))
         return Path(path)
 
     @classmethod
