@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -54,15 +55,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         kt, vt = typing.get_args(tp) or (Any, Any)
         return {_coerce(kt, k, where): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and not isinstance(value, bool) and isinstance(value, int | float | str):
-        try:
+        with contextlib.suppress(ValueError):
             return float(value)  # a string too: YAML 1.1 reads 3e-4 (no dot) as one
-        except ValueError:
-            pass
-    if tp is float:
-        raise ConfigError(f"{where}: expected float, got {value!r}")
     if tp is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
-    if (tp in (int, str, bool) and not isinstance(value, tp)) or (tp is int and isinstance(value, bool)):
+    wrong_type = tp in (int, float, str, bool) and not isinstance(value, tp)
+    if wrong_type or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 

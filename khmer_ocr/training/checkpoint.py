@@ -99,6 +99,14 @@ def refuse_changed_config(saved: dict, current: dict, out: Path) -> None:
         )
 
 
+def kept_weights(ckpt: dict) -> dict:
+    """The weights a checkpoint's run keeps: the running mean's (an AveragedModel's, under `module.`) when it
+    has one, else the model's."""
+    if ckpt.get("ema") is None:
+        return ckpt["model"]
+    return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+
+
 class Checkpointer:
     """Writes and reads the checkpoints of one run folder; only the process that writes (rank 0) saves."""
 

@@ -10,12 +10,8 @@ import torch
 from khmer_ocr.errors import ModelLoadError
 from khmer_ocr.inference import load_model, save_model
 from khmer_ocr.model_store import model_dir
+from khmer_ocr.training.checkpoint import kept_weights
 from khmer_ocr.training.language_model import copy_language_model
-
-
-def _ema_weights(ema_state: dict) -> dict:
-    """The model's state dict inside an AveragedModel's (its keys under `module.`)."""
-    return {k.removeprefix("module."): v for k, v in ema_state.items() if k.startswith("module.")}
 
 
 def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str | None = None) -> str:
@@ -24,8 +20,7 @@ def transfer_weights(model: torch.nn.Module, ref: str | Path, tracking_uri: str 
     their MLflow registry); returns what was transferred and what was not, by module, in one line."""
     path = Path(str(ref))
     if path.is_file():  # a checkpoint of a training run: the running mean of its weights when it kept one
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = ckpt["model"] if ckpt.get("ema") is None else _ema_weights(ckpt["ema"])
+        state = kept_weights(torch.load(path, map_location="cpu", weights_only=True))
     else:
         state = load_model(model_dir(ref, tracking_uri))[0].state_dict()
     own = model.state_dict()
