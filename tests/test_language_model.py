@@ -140,17 +140,31 @@ def test_the_language_model_decides_an_ambiguous_frame() -> None:
     assert beam_search(frames, CHARS, FIRST, CharNgramLM.fit(["កគក"] * 20 + ["ខ"]), cfg)[0] == "កគក"
 
 
+def test_lm_counts_the_texts_of_the_profile_as_overridden(tmp_path: Path) -> None:
+    """--set changes the profile the LM's texts are drawn from: here numbers only, so no Khmer letter word
+    of the other sources is counted, and the decoding defaults are BeamConfig's."""
+    folder = tmp_path / "model"
+    shutil.copytree(REFERENCE_MODEL, folder, ignore=shutil.ignore_patterns(LANGUAGE_MODEL))
+    args = ["lm", "--model", str(folder), "--lines", "300", "--set", "text.sources={numbers: 1.0}"]
+    assert main([*args, "--set", "text.latin_prob=0.0"]) == 0
+    meta = CharNgramLM.metadata(folder / LANGUAGE_MODEL)
+    assert "'sources': {'numbers': 1.0}" in meta["text"]
+    lm = CharNgramLM.load(folder / LANGUAGE_MODEL)
+    assert lm.prob("", "៣") > lm.prob("", "ង")  # a Khmer digit is likelier than a letter of words only
+    assert Recognizer.load(folder).decoding == BeamConfig()
+
+
 def test_a_model_folder_decodes_with_its_language_model(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     shutil.copytree(REFERENCE_MODEL, folder, ignore=shutil.ignore_patterns(LANGUAGE_MODEL))
     cfg = load_config(DataConfig, profile_path("data", "reference"))
     texts = list(generator_texts(cfg, 50, seed=3))
     assert texts == list(generator_texts(cfg, 50, seed=3)) and len(set(texts)) > 40
-    assert main(["lm", "--model", str(folder), "--lines", "2000", "--lm-weight", "0.4"]) == 0
+    assert main(["lm", "--model", str(folder), "--lines", "2000", "--lm-weight", "0.35"]) == 0
     assert CharNgramLM.metadata(folder / LANGUAGE_MODEL)["lines"] == "2000"
 
     with_lm, without = Recognizer.load(folder), Recognizer.load(folder, use_lm=False)
-    assert with_lm.lm is not None and with_lm.decoding.lm_weight == 0.4 and without.lm is None
+    assert with_lm.lm is not None and with_lm.decoding.lm_weight == 0.35 and without.lm is None
     assert "4-gram" not in with_lm.decoding_name and "5-gram" in with_lm.decoding_name
     assert without.decoding_name == "best path"
     (pred,) = with_lm.predict([SMOKE_IMAGE])

@@ -117,7 +117,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
         help="give a model folder a character language model for beam-search decoding",
         description="Counts a character n-gram language model (interpolated Kneser-Ney) on text lines "
         "drawn from the generator's text sources (the data profile's text config, a seed of its own: the "
-        "texts training renders, no image) and writes it into the model folder as lm.safetensors, with "
+        "texts training renders, no image; --set changes the profile, e.g. to leave a source out) and "
+        "writes it into the model folder as lm.safetensors, with "
         "the beam-search settings in model.yaml's decoding: section. Recognizer.load, predict, evaluate "
         "and serving then decode CTC models by beam search with it (Recognizer.load(..., use_lm=False) or "
         "--no-lm: best path).",
@@ -127,9 +128,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--lines", type=int, default=200_000, help="text lines counted")
     p.add_argument("--order", type=int, default=5, help="n-gram order in code points")
     p.add_argument("--seed", type=int, default=7919, help="seed of the sampled texts")
-    p.add_argument("--lm-weight", type=float, default=0.4, help="weight of the LM log-probability")
-    p.add_argument("--length-bonus", type=float, default=1.5, help="score added per character")
-    p.add_argument("--beam-width", type=int, default=8, help="prefixes kept per frame")
+    add_overrides(p, '"text.sources={words: 0.5, numbers: 0.5}"')
+    from khmer_ocr.models.ctc_beam import BeamConfig
+
+    beam = BeamConfig()
+    p.add_argument("--lm-weight", type=float, default=beam.lm_weight, help="weight of the LM log-probability")
+    p.add_argument("--length-bonus", type=float, default=beam.length_bonus, help="score added per character")
+    p.add_argument("--beam-width", type=int, default=beam.beam_width, help="prefixes kept per frame")
     return {
         "train": _train,
         "tune": _tune,
@@ -148,7 +153,7 @@ def _lm(args: argparse.Namespace) -> int:
     from khmer_ocr.models.ctc_beam import BeamConfig
     from khmer_ocr.training.language_model import build_language_model
 
-    cfg = load_config(DataConfig, profile_path("data", args.profile))
+    cfg = load_config(DataConfig, profile_path("data", args.profile), args.overrides)
     decoding = BeamConfig(
         lm_weight=args.lm_weight, length_bonus=args.length_bonus, beam_width=args.beam_width
     )

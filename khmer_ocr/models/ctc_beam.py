@@ -29,7 +29,7 @@ NEG = -1e30
 class BeamConfig:
     """Decoding settings stored in a model folder's model.yaml (`decoding:`)."""
 
-    lm_weight: float = 0.4
+    lm_weight: float = 0.3  # higher reads the generator's own text better, text the LM never counted worse
     length_bonus: float = 1.5
     beam_width: int = 8
     beam_margin: float = 8.0  # prefixes scoring this much below the best are dropped
