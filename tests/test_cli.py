@@ -29,6 +29,14 @@ def test_help_explains_every_command() -> None:
     assert gen.returncode == 0 and "--num-samples" in gen.stdout and "s3://" in gen.stdout
 
 
+def test_the_parser_loads_without_torch() -> None:
+    """Building the parser (every command, --help) imports no model code: the lm command's defaults come
+    from BeamConfig without importing the recognizers."""
+    code = "import sys; from khmer_ocr.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
 def test_generate_then_validate(tmp_path: Path, capsys) -> None:
     out = tmp_path / "ds"
     assert main(["generate", *SMALL, "--out", str(out)]) == 0

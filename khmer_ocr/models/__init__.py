@@ -10,46 +10,46 @@ Training: `model(images, widths, targets)` -> {"ctc_logits", "ctc_lengths", and 
 export of CTC models: `trace_ctc_model(model)` (TorchScript). See recognizer.py for the conventions.
 """
 
-from khmer_ocr.models.builder import (
-    FAST_PRESETS,
-    MODEL_BUILDERS,
-    RESNET_PRESETS,
-    SIZES,
-    build_model,
-    count_parameters,
-    register_model,
-)
-from khmer_ocr.models.config import ModelConfig
-from khmer_ocr.models.heads import EOS, PAD, SOS, UNK, decoder_targets
-from khmer_ocr.models.recognizer import (
-    CTCRecognizer,
-    HybridRecognizer,
-    TracedCTC,
-    ctc_best_path,
-    fuse_for_inference,
-    serving_model,
-    trace_ctc_model,
-)
+from __future__ import annotations
 
-__all__ = [
-    "EOS",
-    "FAST_PRESETS",
-    "MODEL_BUILDERS",
-    "PAD",
-    "RESNET_PRESETS",
-    "SIZES",
-    "SOS",
-    "UNK",
-    "CTCRecognizer",
-    "HybridRecognizer",
-    "ModelConfig",
-    "TracedCTC",
-    "build_model",
-    "count_parameters",
-    "ctc_best_path",
-    "decoder_targets",
-    "fuse_for_inference",
-    "register_model",
-    "serving_model",
-    "trace_ctc_model",
-]
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562), so that the torch-free modules of this package (config,
+# char_lm, ctc_beam: what the CLI's parser and the registry read) load without importing torch.
+_SOURCES = {
+    "khmer_ocr.models.builder": (
+        "FAST_PRESETS",
+        "MODEL_BUILDERS",
+        "RESNET_PRESETS",
+        "SIZES",
+        "build_model",
+        "count_parameters",
+        "register_model",
+    ),
+    "khmer_ocr.models.config": ("ModelConfig",),
+    "khmer_ocr.models.heads": ("EOS", "PAD", "SOS", "UNK", "decoder_targets"),
+    "khmer_ocr.models.recognizer": (
+        "CTCRecognizer",
+        "HybridRecognizer",
+        "TracedCTC",
+        "ctc_best_path",
+        "fuse_for_inference",
+        "serving_model",
+        "trace_ctc_model",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
