@@ -36,7 +36,7 @@ from khmer_ocr.model_folder import LANGUAGE_MODEL
 MAX_BUNDLE_BYTES = 60 * 2**20
 # What the training path imports beyond torch, numpy, pillow, opencv-python-headless, pyyaml and safetensors
 # (checked by importing it in a venv that has only those six: tests/test_bundle.py).
-WHEEL_PACKAGES = ("uharfbuzz", "tqdm", "isal")  # isal: optional (faster PNG), shipped for generation speed
+WHEEL_PACKAGES = ("uharfbuzz", "tqdm")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 # Pillow's wheels carry RAQM and HarfBuzz but load FriBiDi from the system at run time; without it
 # PIL.features.check("raqm") is False and Khmer cannot be laid out.
