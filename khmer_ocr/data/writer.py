@@ -127,6 +127,15 @@ def _yaml(cfg: DataConfig) -> str:
         return Path(f.name).read_text(encoding="utf-8")
 
 
+def _finished(cfg: DataConfig, sink: DatasetSink) -> GenerateResult | None:
+    """The finished dataset of this config at the sink, as it is (whichever generator wrote it: nothing is
+    rendered or rewritten), or None."""
+    if (card := sink.finished_card(cfg)) is None:
+        return None
+    sink.check(cfg)  # the same config, else DatasetError
+    return GenerateResult(sink.uri, card["version"], card["num_samples"], 0, 0.0, card)
+
+
 def _prepare(cfg: DataConfig, sink: DatasetSink, overwrite: bool) -> Factory:
     """Check that the sink can hold (or resume) this dataset, write its config, generator identity and
     charset; returns the factory (made here: it fails early, in the parent, on bad fonts or sources)."""
@@ -173,8 +182,11 @@ def _finalize(
 def generate_dataset(
     cfg: DataConfig, out: str | Path, workers: int = 0, overwrite: bool = False, progress: bool = True
 ) -> GenerateResult:
-    """Generate (or resume, or extend) the dataset described by cfg at out (a folder or s3:// prefix)."""
+    """Generate (or resume, or extend) the dataset described by cfg at out (a folder or s3:// prefix); a
+    finished one of this config is returned as it is."""
     sink = DatasetSink(out)
+    if not overwrite and (finished := _finished(cfg, sink)) is not None:
+        return finished
     start = time.perf_counter()
     factory = _prepare(cfg, sink, overwrite)
     ranges = shard_ranges(cfg)
@@ -216,6 +228,8 @@ def prepare_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False) -
     """Check that out can hold (or resume, or extend) this dataset and write its config; returns the ids of
     the shards still to render (shard_ranges(cfg) lists them all)."""
     sink = DatasetSink(out)
+    if not overwrite and _finished(cfg, sink) is not None:
+        return []
     _prepare(cfg, sink, overwrite)
     sink.drop_tmp(remote_only=True)
     ranges = shard_ranges(cfg)
@@ -259,6 +273,8 @@ def finalize_dataset(cfg: DataConfig, out: str | Path) -> GenerateResult:
     """Write the manifest, card and sample grid of a dataset whose shards are all written."""
     start = time.perf_counter()
     sink, ranges = _prepared(cfg, out)
+    if (finished := _finished(cfg, sink)) is not None:
+        return finished
     done = sink.done_shards({k: len(r) for k, r in ranges.items()})
     missing = sorted(set(ranges) - set(done))
     if missing:
