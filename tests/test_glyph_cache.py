@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from khmer_ocr.data.glyph_cache import MAGIC, GlyphTable, read_chunks
 from khmer_ocr.data.render import line_ink, load_font
@@ -120,3 +121,31 @@ def test_an_unwritable_folder_leaves_rendering_in_memory(tmp_path: Path) -> None
         table.put(f"x{k}", (np.zeros((1, 1), np.uint8), 0, 0, 1.0))
     assert table.path is None and len(table.glyphs) == 70
     assert line_ink(LINES[0], load_font(KHMER_OS, 18)).max() == 255
+
+
+def test_a_file_keeps_its_first_clusters_and_memory_drops_the_least_recently_used_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from khmer_ocr.data import glyph_cache
+
+    font = load_font(KHMER_OS, 24)
+    ink = np.ones((2, 2), np.uint8)
+    path = glyph_cache.font_cache_path(tmp_path, font.path, "24", ".glyphs")
+    many = {f"c{k}": (ink * (k % 256), k, 0, float(k)) for k in range(glyph_cache.MAX_FILE_ENTRIES + 50)}
+    path.write_bytes(glyph_cache.encode_chunk(many))  # a file an earlier, larger limit let grow
+    table = GlyphTable(font, tmp_path)
+    assert list(table.glyphs) == list(many)[: glyph_cache.MAX_FILE_ENTRIES]  # the first ones, in order
+    assert list(read_chunks(path.read_bytes())[0]) == list(table.glyphs)  # and the file rewritten so
+    assert table.get("c7")[0].max() == 7 and table.get("c7")[3] == 7.0
+
+    tables = glyph_cache._Tables()
+    monkeypatch.setattr(glyph_cache, "glyph_dir", lambda: tmp_path)
+    monkeypatch.setattr(glyph_cache, "MAX_MEMORY_ENTRIES", glyph_cache.MAX_FILE_ENTRIES + 2)
+    big, small, new = font, load_font(KHMER_OS, 18), load_font(KHMER_OS, 20)
+    tables.table(big)  # the full table
+    for cluster in ("ក", "ខ"):
+        tables.table(small).put(cluster, (ink, 0, 0, 1.0))  # the limit is reached
+    tables.table(big)  # used last: small is now the least recently used
+    tables.table(new)  # room is made by dropping small (saved first), not big
+    assert list(tables.tables) == [(KHMER_OS, 24), (KHMER_OS, 20)]
+    assert sorted(GlyphTable(small, tmp_path).glyphs) == ["ក", "ខ"]

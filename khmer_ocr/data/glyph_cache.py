@@ -11,9 +11,10 @@ the pixel size, and the versions of Pillow, RAQM, HarfBuzz, FriBiDi and FreeType
 name and the file is simply not found. A file is a sequence of chunks, each a JSON index (cluster, offset,
 height, width, x and y offsets, advance) and the raw uint8 ink of its clusters: no pickle. Processes append
 chunks under a lock; a reader keeps the chunks before the first one that does not parse (a torn write), and
-a file of many chunks is rewritten as one. A cache folder that cannot be written turns saving off with one
-warning. KHMER_OCR_GLYPH_CACHE names another folder, or is `off` to keep the clusters in memory only (what a
-first run does, e.g. to benchmark one).
+a file of many chunks, or of more than MAX_FILE_ENTRIES clusters, is rewritten as one (the first ones kept).
+A process keeps its tables in order of use and drops the least recently used beyond MAX_MEMORY_ENTRIES.
+A cache folder that cannot be written turns saving off with one warning. KHMER_OCR_GLYPH_CACHE names another
+folder, or is `off` to keep the clusters in memory only (what a first run does, e.g. to benchmark one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -44,9 +46,12 @@ log = logging.getLogger(__name__)
 Glyph = tuple[np.ndarray, int, int, float]  # (ink, x offset, y offset, advance)
 MAGIC = b"KOGLYPH2"
 HEADER = struct.Struct("<QQ")  # index bytes, ink bytes
-MAX_FILE_ENTRIES = 8000  # per (font, size) on disk: the clusters met first, i.e. the frequent ones
-MAX_CHUNKS = 64  # a file of more chunks is compacted into one when read
-MAX_MEMORY_ENTRIES = 400_000  # over every table of a process
+# Per (font, size) on disk: the clusters met first, i.e. the frequent ones (3,000 cover 99.7 % of the
+# clusters of the reference profile's lines); small enough that the tables of every font at every line size
+# (39 x 3) fit in memory together: a process that had to drop and reload them read a whole file per few lines.
+MAX_FILE_ENTRIES = 3000
+MAX_CHUNKS = 64  # a file of more chunks (or entries) is compacted into one when read
+MAX_MEMORY_ENTRIES = 400_000  # over every table of a process; beyond it the least recently used are dropped
 SAVE_EVERY = 64  # new clusters of a table between appends
 
 
@@ -164,9 +169,12 @@ class GlyphTable:
         except OSError:
             return
         self.glyphs, chunks, good = read_chunks(data)
+        if chunks > MAX_CHUNKS or good < len(data) or len(self.glyphs) > MAX_FILE_ENTRIES:
+            # compact into one chunk (dropping a torn tail and the clusters beyond the first MAX_FILE_ENTRIES)
+            chunk = encode_chunk(dict(itertools.islice(self.glyphs.items(), MAX_FILE_ENTRIES)))
+            self.glyphs = read_chunks(chunk)[0]  # views of the compact bytes: the old file's are let go
+            self._write(chunk, replace=True)
         self.on_disk = len(self.glyphs)
-        if chunks > MAX_CHUNKS or good < len(data):  # compact (and drop a torn tail)
-            self._write(encode_chunk(self.glyphs), replace=True)
 
     def get(self, cluster: str) -> Glyph | None:
         return self.glyphs.get(cluster)
@@ -210,12 +218,15 @@ class _Tables:
     def table(self, font: ImageFont.FreeTypeFont) -> GlyphTable:
         self.folder()
         key = (font.path, font.size)
-        table = self.tables.get(key)
+        table = self.tables.pop(key, None)  # re-inserted last: the tables are kept in order of use
         if table is None:
-            if sum(len(t.glyphs) for t in self.tables.values()) >= MAX_MEMORY_ENTRIES:
-                self.save()
-                self.tables.clear()
-            table = self.tables[key] = GlyphTable(font, self.directory)
+            held = sum(len(t.glyphs) for t in self.tables.values())
+            while self.tables and held >= MAX_MEMORY_ENTRIES:  # drop the least recently used
+                dropped = self.tables.pop(next(iter(self.tables)))
+                dropped.save()
+                held -= len(dropped.glyphs)
+            table = GlyphTable(font, self.directory)
+        self.tables[key] = table
         return table
 
     def save(self) -> None:
