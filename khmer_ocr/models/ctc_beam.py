@@ -32,8 +32,8 @@ class BeamConfig:
     lm_weight: float = 0.3  # higher reads the generator's own text better, text the LM never counted worse
     length_bonus: float = 1.5
     beam_width: int = 8
-    beam_margin: float = 8.0  # prefixes scoring this much below the best are dropped
-    char_floor: float = 3e-3  # characters below this probability in a frame are not tried there
+    beam_margin: float = 5.0  # prefixes scoring this much below the best are dropped
+    char_floor: float = 6e-3  # characters below this probability in a frame are not tried there
     max_chars: int = 16  # at most this many characters tried per frame (the likeliest)
     blank_skip: float = 0.99  # frames with a blank at least this likely are passed in one step
 
