@@ -9,6 +9,7 @@ Cheap to import (DAG parsing): khmer_ocr is imported inside the functions that c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,8 +198,14 @@ def evaluate(
         "sequence_accuracy": primary.get("sequence_accuracy"),
         "dataset_version": report.dataset_version,
         "failed_gates": [g["name"] for g in report.gates if not g["passed"]],
-        **{k: page_metrics.get(k) for k in ("page_cer", "line_recall", "line_precision")},
+        **{k: _defined(page_metrics.get(k)) for k in ("page_cer", "line_recall", "line_precision")},
     }
+
+
+def _defined(value: Any) -> Any:
+    """A metric as XCom (strict JSON) can hold it: None where it is undefined (NaN: e.g. the line precision of
+    a model that read no line, so none was kept)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def evaluate_task(*, with_run: bool = False, **settings: Any):
