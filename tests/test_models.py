@@ -48,6 +48,7 @@ PARAMS = {
     ("fast", "small"): 337_563,
     ("fast", "base"): 593_611,
     ("fast", "base_stride3"): 590_747,
+    ("fast", "deep_stride3"): 669_467,
 }
 
 
@@ -351,6 +352,24 @@ def test_stride3_fast_model_gives_a_frame_per_three_columns(height: int) -> None
     assert out["ctc_logits"].shape[1] == math.ceil(max(widths) / 3)
     alone = model(images[1:2, :, :, :100], w[1:2])["ctc_logits"][0]
     torch.testing.assert_close(alone, out["ctc_logits"][1, :34], atol=1e-5, rtol=1e-5)
+
+
+def test_deep_stride3_grown_from_base_stride3_reads_as_it_did() -> None:
+    """The two residual blocks deep_stride3 adds start as the identity: with base_stride3's weights (the same
+    names) it gives base_stride3's logits, so training it from a trained base_stride3 starts where that
+    model stands."""
+    base = build_model(ModelConfig(arch="fast", size="base_stride3")).eval()
+    with torch.no_grad():
+        for module in base.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):  # trained-looking statistics and scales
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    deep = build_model(ModelConfig(arch="fast", size="deep_stride3"))
+    missing, unexpected = deep.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[2] for k in missing} == {"6", "7"}, missing
+    images, widths = padded_batch([300, 120])
+    torch.testing.assert_close(deep.eval()(images, widths)["ctc_logits"], base(images, widths)["ctc_logits"])
 
 
 def test_fast_backbone_refuses_strides_it_cannot_serve() -> None:

@@ -132,7 +132,7 @@ def _finished(cfg: DataConfig, sink: DatasetSink) -> GenerateResult | None:
     rendered or rewritten), or None."""
     if (card := sink.finished_card(cfg)) is None:
         return None
-    sink.check(cfg)  # the same config, else DatasetError
+    sink.check(cfg, finished=card)  # the same config, else DatasetError
     return GenerateResult(sink.uri, card["version"], card["num_samples"], 0, 0.0, card)
 
 
@@ -237,19 +237,19 @@ def prepare_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False) -
     return [k for k in ranges if k not in done]
 
 
-def _prepared(cfg: DataConfig, out: str | Path) -> tuple[DatasetSink, dict[int, range]]:
-    """The sink of a dataset prepare_dataset prepared at out for this config, and its shards' ranges."""
-    sink = DatasetSink(out)
+def _prepared(cfg: DataConfig, sink: DatasetSink) -> dict[int, range]:
+    """The shards' ranges of a dataset prepare_dataset prepared at the sink for this config."""
     if not sink.is_prepared():
         raise DatasetError(f"{sink.uri} is not prepared: call prepare_dataset first")
     sink.check(cfg)
-    return sink, shard_ranges(cfg)
+    return shard_ranges(cfg)
 
 
 def generate_shards(cfg: DataConfig, out: str | Path, shard_ids: list[int], progress: bool = False) -> int:
     """Render the shards shard_ids of a dataset prepared at out (one process; shards already written are
     skipped); returns the number of lines rendered."""
-    sink, ranges = _prepared(cfg, out)
+    sink = DatasetSink(out)
+    ranges = _prepared(cfg, sink)
     unknown = sorted(set(shard_ids) - set(ranges))
     if unknown:
         raise DatasetError(f"no shards {unknown} in a dataset of {len(ranges)} shards")
@@ -272,9 +272,10 @@ def generate_shards(cfg: DataConfig, out: str | Path, shard_ids: list[int], prog
 def finalize_dataset(cfg: DataConfig, out: str | Path) -> GenerateResult:
     """Write the manifest, card and sample grid of a dataset whose shards are all written."""
     start = time.perf_counter()
-    sink, ranges = _prepared(cfg, out)
-    if (finished := _finished(cfg, sink)) is not None:
+    sink = DatasetSink(out)
+    if sink.is_prepared() and (finished := _finished(cfg, sink)) is not None:
         return finished
+    ranges = _prepared(cfg, sink)
     done = sink.done_shards({k: len(r) for k, r in ranges.items()})
     missing = sorted(set(ranges) - set(done))
     if missing:

@@ -114,7 +114,8 @@ def pointwise(conv_bn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 class DepthwiseSeparable(nn.Module):
-    """3x3 depthwise (maybe strided) + BN + ReLU, 1x1 pointwise + BN + ReLU; residual if shapes match."""
+    """3x3 depthwise (maybe strided) + BN + ReLU, 1x1 pointwise + BN + ReLU; residual if shapes match (then
+    the pointwise BatchNorm starts at scale 0, so that the block starts as the identity)."""
 
     def __init__(self, cin: int, cout: int, stride: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
@@ -122,6 +123,8 @@ class DepthwiseSeparable(nn.Module):
         self.pointwise = conv_bn(cin, cout, 1, 1, 0)
         self.residual = cin == cout and stride == (1, 1)
         self.width_stride = stride[1]
+        if self.residual:  # the identity: a block added to a trained model leaves its output as it was
+            nn.init.zeros_(self.pointwise[1].weight)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """x (B, C, H, W), channels_last after the first block; lengths: valid output columns (None: no
