@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -48,26 +48,21 @@ RESNET_PRESETS: dict[str, ResNetPreset] = {
 _S2, _S21, _S1 = (2, 2), (2, 1), (1, 1)  # (height, width) strides of a depthwise-separable block
 # Chosen with `bench/inference.py --fast-variants`: "small" is the CPU production model (<= 3 ms per 48x400
 # line on one thread with BatchNorm folded); "tiny" has no BiLSTM; "base" trades speed for capacity.
+# "base" with a width stride of 3 (a 3x3 stem of stride (2, 3)): at input height 48 about 4 CTC frames per
+# Khmer code point, where stride 4 at height 32 starves stacked clusters and spaces of frames.
+_BASE_STRIDE3 = FastPreset(
+    16, ((48, _S21), (64, _S1), (128, _S21), (128, _S1), (192, _S21), (192, _S1)), 192, 128, (2, 3)
+)
 FAST_PRESETS: dict[str, FastPreset] = {
     "tiny": FastPreset(16, ((32, _S2), (64, _S21), (64, _S1), (96, _S21), (96, _S1)), 128, 0),
     "small": FastPreset(16, ((32, _S2), (48, _S1), (96, _S21), (96, _S1), (160, _S21), (160, _S1)), 128, 96),
     "base": FastPreset(
         32, ((64, _S2), (64, _S1), (128, _S21), (128, _S1), (192, _S21), (192, _S1)), 192, 128
     ),
-    # "base" with a width stride of 3 (a 3x3 stem of stride (2, 3)): at input height 48 about 4 CTC frames
-    # per Khmer code point, where stride 4 at height 32 starves stacked clusters and spaces of frames.
-    "base_stride3": FastPreset(
-        16, ((48, _S21), (64, _S1), (128, _S21), (128, _S1), (192, _S21), (192, _S1)), 192, 128, (2, 3)
-    ),
-    # "base_stride3" with two more residual blocks at the last stage (about 17 % slower); its first blocks
+    "base_stride3": _BASE_STRIDE3,
+    # base_stride3 with two more residual blocks at the last stage (about 17 % slower); its first blocks
     # carry the same names, so `init_from` a base_stride3 model starts it reading exactly as that model did.
-    "deep_stride3": FastPreset(
-        16,
-        ((48, _S21), (64, _S1), (128, _S21), (128, _S1), (192, _S21), (192, _S1), (192, _S1), (192, _S1)),
-        192,
-        128,
-        (2, 3),
-    ),
+    "deep_stride3": replace(_BASE_STRIDE3, blocks=_BASE_STRIDE3.blocks + ((192, _S1),) * 2),
 }
 
 Builder = Callable[[ModelConfig], nn.Module]
