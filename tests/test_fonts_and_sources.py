@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from khmer_ocr.data.card import TEXT_LICENCES
 from khmer_ocr.data.config import DataConfig, FontConfig, TextConfig
 from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, select_fonts
 from khmer_ocr.data.generate import SampleFactory
-from khmer_ocr.data.sources import LineComposer, number, place, syllable_word
+from khmer_ocr.data.sources import KNOWN_SOURCES, LineComposer, number, place, syllable_word
 from khmer_ocr.data.text_tables import SLOT, TextSourceError, _without_markup, software_texts
 from khmer_ocr.script import default_charset, is_normalized
 from khmer_ocr.script.clusters import invalid_clusters
@@ -125,6 +126,7 @@ def test_software_texts_hold_out_a_disjoint_share_for_evaluation_only() -> None:
         SampleFactory(DataConfig(text=held, splits=["train"]))
     sample = SampleFactory(DataConfig(text=held, splits=["test"])).make(0)
     assert sample.split == "test" and sample.source == "software_heldout"
+    assert set(TEXT_LICENCES) == set(KNOWN_SOURCES)  # every source's licence goes on the dataset card
 
 
 def test_bad_text_settings_give_clear_errors(tmp_path) -> None:

@@ -29,6 +29,8 @@ TEXT_LICENCES = {
     "numbers": "khmer-ocr's own generator",
     "cldr": "Unicode CLDR (Unicode-3.0 licence) as shipped by babel (BSD-3-Clause): Khmer names of "
     "languages, countries, currencies, units, cities and calendar terms",
+    "software": "kolibri (MIT): the Khmer strings of its user interface and help, 85 % of them",
+    "software_heldout": "kolibri (MIT): the 15 % of its Khmer strings held out for evaluation",
     "corpus": "the user's corpus files",
 }
 
