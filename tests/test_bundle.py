@@ -85,7 +85,8 @@ def test_bundle_is_small_and_ships_no_reserved_font(
     assert all(Path(f.path).parent == root / "fonts" for f in train + unseen)
     # wheels only for what the six assumed packages leave out; the tables, not the upstream packages
     assert sorted(w.split("-")[0] for w in bundle.wheels) == sorted(WHEEL_PACKAGES)
-    assert sorted(p.name.split("-")[0] for p in (root / "cache").iterdir()) == ["cldr", "places", "wordmodel"]
+    tables = sorted(p.name.split("-")[0] for p in (root / "cache").iterdir())
+    assert tables == ["cldr", "places", "software", "wordmodel"]
     assert sorted(p.name for p in (root / "lib").glob("*.so*")) == sorted(RAQM_LIBS)
     assert (root / "src" / "khmer_ocr" / "configs" / "train" / "production_fast.yaml").is_file()
     assert not list(root.rglob("__pycache__"))
