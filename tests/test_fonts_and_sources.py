@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from khmer_ocr.data.card import TEXT_LICENCES
 from khmer_ocr.data.config import DataConfig, FontConfig, TextConfig
-from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, select_fonts
+from khmer_ocr.data.fonts import FontError, ShapingChecker, discover_fonts, font_weights, select_fonts
 from khmer_ocr.data.generate import SampleFactory
 from khmer_ocr.data.sources import KNOWN_SOURCES, LineComposer, number, place, syllable_word
 from khmer_ocr.data.text_tables import SLOT, TextSourceError, _without_markup, software_texts
@@ -29,6 +31,22 @@ def test_at_least_eight_training_fonts_and_reserved_ones_kept_out(fonts) -> None
     assert [f.name for f in unseen] == ["KhmerOSsiemreap"]
     reserved = {f.family for f in discover_fonts(FontConfig()) if f.role == "reserved"}
     assert reserved == {"Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"}
+
+
+def test_fonts_are_drawn_by_their_weights(fonts) -> None:
+    train, _ = fonts
+    weights = font_weights(train, {"NotoSansKhmer-*": 6.0, "KhmerOS": 0.5})
+    by_name = dict(zip([f.name for f in train], weights, strict=True))
+    assert by_name["NotoSansKhmer-Regular"] == by_name["NotoSansKhmer-Bold"] == 6.0
+    assert by_name["KhmerOS"] == 0.5 and by_name["KhmerOSsys"] == 1.0
+    with pytest.raises(FontError, match="positive"):
+        font_weights(train, {"KhmerOS": 0})
+    drawn = Counter(
+        SampleFactory(DataConfig(seed=1, splits=["train"], text=TextConfig(latin_prob=0))).make(i).font.name
+        for i in range(300)
+    )
+    share = (drawn["NotoSansKhmer-Regular"] + drawn["NotoSansKhmer-Bold"]) / 300
+    assert share > 3 * 2 / len(train), drawn  # the default weights draw Noto Sans Khmer about 6x as often
 
 
 def test_bad_font_settings_give_clear_errors(tmp_path) -> None:

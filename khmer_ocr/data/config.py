@@ -174,6 +174,10 @@ class FontConfig:
         default_factory=lambda: ["Khmer Mondulkiri", "Khmer Busra", "Noto Serif Khmer"]
     )
     min_train_fonts: int = 8
+    # how often a training font is drawn, relative to 1 for fonts not named (file-stem patterns allowed):
+    # Noto Sans Khmer is the Khmer font of Android, ChromeOS, most Linux desktops and browsers' fallback,
+    # so most screens and generated documents show it
+    weights: dict[str, float] = field(default_factory=lambda: {"NotoSansKhmer-*": 6.0})
     # font sizes in pixels, one drawn per line; lines are then scaled to image_height, so small sizes give
     # soft upscaled strokes (low-resolution scans) and large ones crisp downscaled strokes (screens)
     sizes: list[int] = field(default_factory=lambda: [18, 24, 32])

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import uharfbuzz as hb
 from PIL import ImageFont, features
 
@@ -137,6 +138,15 @@ def select_fonts(cfg: FontConfig) -> tuple[list[FontInfo], list[FontInfo]]:
             "(make setup does) or add font folders to fonts.dirs"
         )
     return train, unseen
+
+
+def font_weights(fonts: list[FontInfo], weights: dict[str, float]) -> np.ndarray:
+    """Each font's drawing weight: that of the first pattern of `weights` its name matches, else 1."""
+    if any(w <= 0 for w in weights.values()):
+        raise FontError(f"fonts.weights must be positive: {weights}")
+    return np.asarray(
+        [next((w for pat, w in weights.items() if fnmatch.fnmatchcase(f.name, pat)), 1.0) for f in fonts]
+    )
 
 
 class ShapingChecker:

@@ -10,7 +10,7 @@ import numpy as np
 
 from khmer_ocr.data.config import DataConfig
 from khmer_ocr.data.draws import WeightedChoice
-from khmer_ocr.data.fonts import FontInfo, ShapingChecker, select_fonts
+from khmer_ocr.data.fonts import FontInfo, ShapingChecker, font_weights, select_fonts
 from khmer_ocr.data.png import deflate_identity, encode_png
 from khmer_ocr.data.render import LineRenderer
 from khmer_ocr.data.sources import LineComposer
@@ -75,6 +75,7 @@ class SampleFactory:
             )
         self.cfg = cfg
         self.train_fonts, self.unseen_fonts = select_fonts(cfg.fonts)
+        self._font_weights = font_weights(self.train_fonts, cfg.fonts.weights)
         self.composer = LineComposer(cfg.text)
         self.composer.warm_up()  # build shared tables before worker processes fork
         self.renderer = LineRenderer(cfg)
@@ -106,10 +107,12 @@ class SampleFactory:
         skipped = 0
         for _ in range(MAX_TEXT_TRIES):
             text, source, split = self._text(rng, level)
-            pool = self.train_fonts
+            pool, weights = self.train_fonts, self._font_weights
             if split == "test" and self.unseen_fonts and rng.random() < self.cfg.unseen_font_fraction:
-                pool, split = self.unseen_fonts, "test_unseen_font"
-            for k in rng.permutation(len(pool)):
+                pool, weights = self.unseen_fonts, np.ones(len(self.unseen_fonts))
+                split = "test_unseen_font"
+            # fonts in a weighted random order (the Gumbel-top-k trick): the first that shapes the text
+            for k in np.argsort(-(np.log(weights) + rng.gumbel(size=len(pool))), kind="stable"):
                 font = pool[int(k)]
                 if self._checkers[font.name].ok(text):
                     image = self.renderer.render(text, font, level, rng)
