@@ -76,6 +76,7 @@ class SampleFactory:
         self.cfg = cfg
         self.train_fonts, self.unseen_fonts = select_fonts(cfg.fonts)
         self._font_weights = font_weights(self.train_fonts, cfg.fonts.weights)
+        self._unseen_weights = np.ones(len(self.unseen_fonts))  # the held-out font(s) drawn alike
         self.composer = LineComposer(cfg.text)
         self.composer.warm_up()  # build shared tables before worker processes fork
         self.renderer = LineRenderer(cfg)
@@ -109,7 +110,7 @@ class SampleFactory:
             text, source, split = self._text(rng, level)
             pool, weights = self.train_fonts, self._font_weights
             if split == "test" and self.unseen_fonts and rng.random() < self.cfg.unseen_font_fraction:
-                pool, weights = self.unseen_fonts, np.ones(len(self.unseen_fonts))
+                pool, weights = self.unseen_fonts, self._unseen_weights
                 split = "test_unseen_font"
             # fonts in a weighted random order (the Gumbel-top-k trick): the first that shapes the text
             for k in np.argsort(-(np.log(weights) + rng.gumbel(size=len(pool))), kind="stable"):

@@ -240,8 +240,8 @@ def software_texts() -> tuple[tuple[str, ...], tuple[str, ...]]:
         train, heldout = _read_json_gz(path)
         return tuple(train), tuple(heldout)
     texts = sorted(_build_software_texts())
-    heldout = [t for t in texts if hashlib.sha1(t.encode()).digest()[0] < HELDOUT_SHARE * 256]
-    train = [t for t in texts if t not in set(heldout)]
+    held = {t for t in texts if hashlib.sha1(t.encode()).digest()[0] < HELDOUT_SHARE * 256}
+    train, heldout = [t for t in texts if t not in held], [t for t in texts if t in held]
     _write_json_gz(path, [train, heldout])
     return tuple(train), tuple(heldout)
 
